@@ -1,0 +1,59 @@
+"""Canonical table names and column types: the data contract of DESIGN.md.
+
+Every source is mapped onto these names by a source config; everything downstream
+(features, labels, models, serving) reads only these columns.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+TableKind = Literal["transactions", "customers", "campaign_log"]
+
+# name -> pandas dtype of the canonical (validated) table. Timestamps are naive UTC.
+TRANSACTIONS: dict[str, str] = {
+    "customer_id": "string",
+    "order_id": "string",
+    "timestamp": "datetime64[us]",
+    "product_id": "string",
+    "quantity": "float64",
+    "amount": "float64",
+    "is_return": "bool",
+}
+TRANSACTIONS_OPTIONAL: dict[str, str] = {
+    "cost": "float64",
+    "channel": "string",
+    "store_id": "string",
+}
+
+CUSTOMERS: dict[str, str] = {
+    "customer_id": "string",
+    "signup_at": "datetime64[us]",
+}
+# Consent columns are `consent_<channel>`; unknown consent means no consent.
+CONSENT_PREFIX = "consent_"
+CHANNELS: tuple[str, ...] = ("email", "sms", "push")
+
+CAMPAIGN_LOG: dict[str, str] = {
+    "customer_id": "string",
+    "campaign_id": "string",
+    "offer_id": "string",
+    "sent_at": "datetime64[us]",
+    "arm": "string",
+    "visit": "float64",
+    "converted": "float64",
+    "revenue": "float64",
+}
+ARMS: tuple[str, ...] = ("treatment", "control")
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "transactions": ("customer_id", "timestamp", "amount"),
+    "customers": ("customer_id",),
+    "campaign_log": ("customer_id", "campaign_id", "arm"),
+}
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    "transactions": {**TRANSACTIONS, **TRANSACTIONS_OPTIONAL},
+    "customers": CUSTOMERS,
+    "campaign_log": CAMPAIGN_LOG,
+}

@@ -1,0 +1,185 @@
+"""Point-in-time customer features and labels per (customer, as_of), written once in Ibis.
+
+Time rule (DESIGN.md): a feature row for (customer, as_of) uses only events with
+timestamp < as_of; labels for horizon H use only as_of <= timestamp < as_of + H. Every as_of is
+a UTC midnight, so both rules reduce to comparisons of whole day numbers (days since
+1970-01-01), which every backend computes identically.
+
+The BTYD summary follows lifetimes' day-level convention with the observation period ending on
+the last day before as_of: frequency = repeat purchase days, recency = last - first purchase
+day, T = (as_of - 1 day) - first purchase day, monetary_value = mean sales of the repeat days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import ibis
+import ibis.expr.types as ir
+
+from features.segments import ValueTiers, add_rfm, add_value_tier
+
+WINDOWS: tuple[int, ...] = (30, 90, 180, 365)
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def day_number(d: dt.date) -> int:
+    """Days since 1970-01-01 (the integer day used by every expression here)."""
+    return (d - _EPOCH).days
+
+
+def purchase_days(transactions: ir.Table) -> ir.Table:
+    """One row per (customer, day): gross sales, refunds, orders and items.
+
+    A day is a purchase day when it has at least one sale line (return-only days are not).
+    This is as_of independent, so a run over many as_of dates computes it once.
+    """
+    t = transactions.mutate(day=(transactions.timestamp.epoch_seconds() // 86400).cast("int32"))
+    sale = ~t.is_return
+    return t.group_by(["customer_id", "day"]).aggregate(
+        sales=t.amount.sum(where=sale).fill_null(0.0),
+        refunds=t.amount.sum(where=t.is_return).fill_null(0.0),
+        n_orders=t.order_id.nunique(where=sale),
+        items=t.quantity.sum(where=sale).fill_null(0.0),
+        n_sale_lines=sale.sum(),
+    )
+
+
+def first_purchases(transactions: ir.Table) -> ir.Table:
+    """The first day each customer bought each product (for distinct products at any as_of)."""
+    t = transactions.filter(~transactions.is_return)
+    day = (t.timestamp.epoch_seconds() // 86400).cast("int32")
+    return t.mutate(day=day).group_by(["customer_id", "product_id"]).aggregate(day=ibis._.day.min())
+
+
+def btyd_summary(days: ir.Table, as_of: dt.date) -> ir.Table:
+    """frequency, recency, T and monetary_value per customer at as_of (the core columns)."""
+    a = day_number(as_of)
+    p = days.filter((days.day < a) & (days.n_sale_lines > 0))
+    w = ibis.window(group_by=p.customer_id, order_by=p.day)
+    p = p.mutate(first_day=p.day.min().over(group_by=p.customer_id), prev_day=p.day.lag().over(w))
+    s = p.group_by("customer_id").aggregate(
+        n_days=p.count(),
+        first_day=p.day.min(),
+        last_day=p.day.max(),
+        repeat_sales=p.sales.sum(where=p.day > p.first_day).fill_null(0.0),
+        gap_std=(p.day - p.prev_day).cast("float64").std(how="sample"),
+    )
+    frequency = s.n_days - 1
+    return s.mutate(
+        frequency=frequency.cast("int32"),
+        recency=(s.last_day - s.first_day).cast("int32"),
+        T=(a - 1 - s.first_day).cast("int32"),
+        monetary_value=ibis.ifelse(frequency > 0, s.repeat_sales / frequency, 0.0),
+    )
+
+
+def core_features(days: ir.Table, as_of: dt.date) -> ir.Table:
+    """Only the BTYD core columns, as_of stamped: what the BTYD models need."""
+    s = btyd_summary(days, as_of)
+    return s.select("customer_id", "frequency", "recency", "T", "monetary_value").mutate(
+        as_of=ibis.literal(as_of)
+    )
+
+
+def customer_features(
+    days: ir.Table,
+    products: ir.Table,
+    as_of: dt.date,
+    *,
+    lookback_days: int = 365,
+    tiers: ValueTiers | None = None,
+) -> ir.Table:
+    """The full feature row per customer with a purchase before as_of.
+
+    `in_population` marks customers with a purchase in the lookback (DESIGN.md's population);
+    RFM scores and value tiers rank all customers of the as_of.
+    """
+    a = day_number(as_of)
+    s = btyd_summary(days, as_of)
+    h = days.filter(days.day < a)
+    aggs = {
+        "total_orders": h.n_orders.sum(),
+        "gross_sales": h.sales.sum(),
+        "refunds": h.refunds.sum(),
+        "items": h.items.sum(),
+        "sales_last_90": h.sales.sum(where=h.day >= a - 90).fill_null(0.0),
+        "sales_prev_90": h.sales.sum(where=(h.day >= a - 180) & (h.day < a - 90)).fill_null(0.0),
+    }
+    for w in WINDOWS:
+        recent = h.day >= a - w
+        aggs[f"orders_{w}d"] = h.n_orders.sum(where=recent).fill_null(0)
+        aggs[f"spend_{w}d"] = (h.sales + h.refunds).sum(where=recent).fill_null(0.0)
+    history = h.group_by("customer_id").aggregate(**aggs)
+    prods = products.filter(products.day < a).group_by("customer_id").aggregate(
+        distinct_products=ibis._.count()
+    )
+    f = s.join(history, "customer_id").left_join(prods, "customer_id")
+    gap_mean = ibis.ifelse(f.frequency > 0, f.recency / f.frequency.cast("float64"), None)
+    days_since_last = (a - f.last_day).cast("int32")
+    recent, before = f.sales_last_90, f.sales_prev_90
+    gross = f.gross_sales
+    out = f.select(
+        customer_id=f.customer_id,
+        as_of=ibis.literal(as_of),
+        in_population=days_since_last <= lookback_days,
+        frequency=f.frequency,
+        recency=f.recency,
+        T=f.T,
+        monetary_value=f.monetary_value,
+        days_since_last=days_since_last,
+        tenure_days=(a - f.first_day).cast("int32"),
+        **{f"orders_{w}d": f[f"orders_{w}d"].cast("int64") for w in WINDOWS},
+        **{f"spend_{w}d": f[f"spend_{w}d"] for w in WINDOWS},
+        total_orders=f.total_orders.cast("int64"),
+        total_spend=gross + f.refunds,
+        avg_order_value=ibis.ifelse(f.total_orders > 0, gross / f.total_orders, None),
+        basket_size=ibis.ifelse(f.total_orders > 0, f.items / f.total_orders, None),
+        distinct_products=f.distinct_products.fill_null(0).cast("int64"),
+        gap_mean=gap_mean,
+        gap_std=f.gap_std,
+        overdue_ratio=days_since_last / gap_mean,
+        trend_90d=ibis.ifelse(recent + before > 0, (recent - before) / (recent + before), None),
+        return_rate=ibis.ifelse(gross > 0, f.refunds.abs() / gross, None),
+    )
+    return add_value_tier(add_rfm(out), tiers)
+
+
+def labels(days: ir.Table, as_of: dt.date, horizon_days: int) -> ir.Table:
+    """Labels in [as_of, as_of + H): purchase days, net spend and days to the next purchase."""
+    a = day_number(as_of)
+    w = days.filter((days.day >= a) & (days.day < a + horizon_days))
+    bought = w.n_sale_lines > 0
+    return w.group_by("customer_id").aggregate(
+        n_purchases=bought.sum().cast("int64"),
+        spend=(w.sales + w.refunds).sum(),
+        next_day=w.day.min(where=bought),
+    )
+
+
+def with_labels(
+    features: ir.Table, days: ir.Table, as_of: dt.date, horizon_days: int, data_end: dt.date
+) -> ir.Table:
+    """Join labels for horizon H; they are null when the data ends before as_of + H.
+
+    `churned` = no purchase in the window; `days_to_next` is censored at H
+    (`next_observed` says whether a purchase was seen).
+    """
+    complete = day_number(data_end) >= day_number(as_of) + horizon_days
+    lab = labels(days, as_of, horizon_days)
+    j = features.left_join(lab, "customer_id")
+    n = j.n_purchases.fill_null(0)
+    observed = j.next_day.notnull()
+    to_next = ibis.ifelse(observed, j.next_day - day_number(as_of), horizon_days)
+    cols = {
+        "horizon_days": ibis.literal(horizon_days, type="int32"),
+        "label_complete": ibis.literal(complete),
+        "churned": ibis.ifelse(ibis.literal(complete), n == 0, ibis.null("boolean")),
+        "n_purchases": ibis.ifelse(ibis.literal(complete), n, ibis.null("int64")),
+        "spend": ibis.ifelse(ibis.literal(complete), j.spend.fill_null(0.0), ibis.null("float64")),
+        "days_to_next": ibis.ifelse(
+            ibis.literal(complete), to_next.cast("int32"), ibis.null("int32")
+        ),
+        "next_observed": ibis.ifelse(ibis.literal(complete), observed, ibis.null("boolean")),
+    }
+    return j.select(*[c for c in features.columns], **cols)

@@ -1,0 +1,278 @@
+"""Validation without silent loss: every input row is accepted or quarantined with a reason.
+
+Checks run in a fixed order and the first failing check names the row's reason, so the counts
+per reason add up: rows_in == accepted + quarantined, always.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.config import ROW_NUMBER, SourceConfig
+from features.contract import ARMS, CONSENT_PREFIX, SCHEMAS
+from features.errors import DataError
+from features.sources import read_source
+
+# Reasons, in the order they are checked.
+REASONS: tuple[str, ...] = (
+    "missing_customer_id",
+    "missing_order_id",
+    "missing_campaign_id",
+    "unparsable_timestamp",
+    "after_extraction_date",
+    "future_timestamp",
+    "non_product",
+    "unparsable_number",
+    "non_finite_price",
+    "non_positive_price",
+    "unknown_arm",
+    "duplicate_customer_id",
+    "duplicate_line",
+)
+
+NUMERIC = ("quantity", "amount", "price", "cost", "visit", "converted", "revenue")
+TIMESTAMPS = ("timestamp", "signup_at", "sent_at")
+_TRUE = {"1", "1.0", "true", "t", "yes", "y"}
+
+
+@dataclass
+class ValidationResult:
+    """Accepted canonical rows, quarantined raw rows with reasons, and the counts."""
+
+    table: str
+    source: str
+    rows_in: int
+    accepted: pd.DataFrame
+    quarantine: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_quarantined(self) -> int:
+        return int(sum(self.counts.values()))
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "table": self.table,
+            "rows_in": self.rows_in,
+            "accepted": len(self.accepted),
+            "quarantined": self.n_quarantined,
+            "reasons": dict(self.counts),
+        }
+
+
+class _Reasons:
+    """First-failing-check bookkeeping over a frame's rows."""
+
+    def __init__(self, n: int) -> None:
+        self.reason = np.full(n, None, dtype=object)
+
+    def mark(self, mask: pd.Series | np.ndarray, reason: str) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        self.reason[mask & (self.reason == None)] = reason  # noqa: E711
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711
+
+
+def load(cfg: SourceConfig, now: dt.datetime | None = None) -> ValidationResult:
+    """Read a configured source and validate it (the one entry point the CLI uses)."""
+    return validate(read_source(cfg), cfg, now=now)
+
+
+def validate(raw: pd.DataFrame, cfg: SourceConfig, now: dt.datetime | None = None) -> ValidationResult:
+    """Map a raw frame onto the canonical table of `cfg.table` and quarantine bad rows."""
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    raw = raw.reset_index(drop=True)
+    n = len(raw)
+    reasons = _Reasons(n)
+    out: dict[str, pd.Series] = {}
+
+    for canon, src in cfg.columns.items():
+        if src == ROW_NUMBER:
+            out[canon] = pd.Series(
+                [f"{cfg.id_prefix}{i}" for i in range(1, n + 1)], dtype="string"
+            )
+        else:
+            out[canon] = raw[src]
+    for canon, value in cfg.constants.items():
+        out[canon] = pd.Series([value] * n)
+    for canon, mapping in cfg.value_map.items():
+        if canon in out:
+            col = out[canon].astype("string").str.strip()
+            out[canon] = col.map(lambda v, m=mapping: m.get(v, v) if v is not pd.NA else v)
+
+    if "customer_id" in out:
+        out["customer_id"] = _ids(out["customer_id"])
+        reasons.mark(out["customer_id"].isna(), "missing_customer_id")
+    if cfg.table == "transactions" and "order_id" in out:
+        out["order_id"] = _ids(out["order_id"])
+        reasons.mark(out["order_id"].isna(), "missing_order_id")
+    if cfg.table == "campaign_log":
+        out["campaign_id"] = _ids(out["campaign_id"])
+        reasons.mark(out["campaign_id"].isna(), "missing_campaign_id")
+
+    for name in TIMESTAMPS:
+        if name in out:
+            parsed, bad = _timestamps(out[name], cfg)
+            reasons.mark(bad, "unparsable_timestamp")
+            if name == "timestamp":
+                if cfg.extracted_at is not None:
+                    reasons.mark(parsed > _naive_utc(cfg.extracted_at), "after_extraction_date")
+                reasons.mark(parsed > now, "future_timestamp")
+            out[name] = parsed
+
+    if cfg.table == "transactions" and cfg.non_product_codes and "product_id" in out:
+        codes = set(cfg.non_product_codes)
+        reasons.mark(out["product_id"].astype("string").str.strip().isin(codes), "non_product")
+
+    for name in NUMERIC:
+        if name in out:
+            out[name], bad = _numbers(out[name])
+            reasons.mark(bad, "unparsable_number")
+    for canon, expr in cfg.derive.items():
+        out[canon] = _derive(expr, out, cfg)
+        reasons.mark(out[canon].isna(), "unparsable_number")
+
+    if cfg.table == "transactions":
+        _transactions(out, cfg, reasons)
+    elif cfg.table == "customers":
+        reasons.mark(
+            out["customer_id"].duplicated(keep="first") & pd.Series(reasons.ok),
+            "duplicate_customer_id",
+        )
+    else:
+        arm = out["arm"].astype("string").str.strip().str.lower()
+        out["arm"] = arm
+        reasons.mark(~arm.isin(ARMS).fillna(False), "unknown_arm")
+
+    if cfg.duplicates == "quarantine" and ROW_NUMBER not in cfg.columns.values():
+        reasons.mark(raw.duplicated(keep="first").to_numpy(), "duplicate_line")
+
+    ok = reasons.ok
+    accepted = _canonical(out, cfg, raw)[ok].reset_index(drop=True)
+    quarantine = raw.loc[~ok].astype("string")
+    quarantine.insert(0, "reason", reasons.reason[~ok].astype(str))
+    quarantine.insert(0, "row", np.flatnonzero(~ok) + 1)
+    quarantine = quarantine.reset_index(drop=True)
+    counts = {r: int(c) for r, c in quarantine["reason"].value_counts().items()}
+    counts = {r: counts[r] for r in REASONS if r in counts}
+    result = ValidationResult(cfg.table, cfg.location, n, accepted, quarantine, counts)
+    assert result.rows_in == len(result.accepted) + result.n_quarantined
+    return result
+
+
+def _transactions(out: dict[str, pd.Series], cfg: SourceConfig, reasons: _Reasons) -> None:
+    n = len(out["customer_id"])
+    qty = out.get("quantity", pd.Series(np.ones(n)))
+    amount = out["amount"]
+    is_return = (qty < 0) | (amount < 0)
+    if cfg.return_order_prefix and "order_id" in out:
+        prefixed = out["order_id"].str.startswith(cfg.return_order_prefix).fillna(False)
+        is_return = is_return | prefixed.astype(bool)
+    is_return = is_return.fillna(False).astype(bool)
+    price = out.get("price", amount)
+    finite = np.isfinite(price.to_numpy(dtype="float64", na_value=np.nan))
+    sale = ~is_return.to_numpy()
+    reasons.mark(sale & ~finite, "non_finite_price")
+    values = price.to_numpy(dtype="float64", na_value=np.nan)
+    bad = values < 0 if cfg.allow_zero_price else values <= 0
+    reasons.mark(sale & finite & bad, "non_positive_price")
+    reasons.mark(~np.isfinite(amount.to_numpy(dtype="float64", na_value=np.nan)), "non_finite_price")
+    out["amount"] = amount.where(~is_return, -amount.abs())
+    out["quantity"] = qty.where(~is_return, -qty.abs())
+    out["is_return"] = is_return
+
+
+def _canonical(out: dict[str, pd.Series], cfg: SourceConfig, raw: pd.DataFrame) -> pd.DataFrame:
+    schema = SCHEMAS[cfg.table]
+    n = len(raw)
+    frame = pd.DataFrame(index=raw.index)
+    for name, dtype in schema.items():
+        if name in out:
+            frame[name] = out[name].to_numpy() if dtype != "string" else out[name].astype("string")
+        elif cfg.table == "transactions" and name == "order_id":
+            day = out["timestamp"].dt.strftime("%Y-%m-%d")
+            frame[name] = (out["customer_id"] + "@" + day).astype("string")
+        elif cfg.table == "transactions" and name == "product_id":
+            frame[name] = pd.Series(["unknown"] * n, dtype="string")
+        elif name in ("visit", "converted", "revenue", "cost"):
+            if name != "cost":
+                frame[name] = np.zeros(n) if name == "revenue" else np.full(n, np.nan)
+        elif cfg.table != "transactions" and name in ("signup_at", "sent_at"):
+            frame[name] = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us]")
+        elif cfg.table == "campaign_log" and name == "offer_id":
+            frame[name] = pd.Series([pd.NA] * n, dtype="string")
+    for name, dtype in schema.items():
+        if name in frame and dtype == "float64":
+            frame[name] = frame[name].astype("float64")
+    if cfg.table == "customers":
+        for name, series in out.items():
+            if name.startswith(CONSENT_PREFIX):
+                text = series.astype("string").str.strip().str.lower()
+                frame[name] = text.isin(_TRUE).fillna(False).astype(bool).to_numpy()
+    for name in cfg.keep:
+        frame[name] = raw[name].to_numpy()
+    return frame
+
+
+def _ids(col: pd.Series) -> pd.Series:
+    """Ids as trimmed strings; blanks are missing; Excel's `13085.0` becomes `13085`."""
+    s = col.astype("string").str.strip()
+    s = s.str.replace(r"^(\d+)\.0$", r"\1", regex=True)
+    return s.mask(s == "")
+
+
+def _timestamps(col: pd.Series, cfg: SourceConfig) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_datetime64_any_dtype(col):
+        parsed = pd.Series(col)
+        if parsed.dt.tz is not None:
+            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+        elif cfg.timezone != "UTC":
+            parsed = _to_utc(parsed, cfg.timezone)
+    else:
+        text = col.astype("string").str.strip()
+        fmt = cfg.timestamp_format
+        if cfg.timezone == "UTC":
+            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+            parsed = pd.Series(parsed).dt.tz_localize(None)
+        else:
+            parsed = _to_utc(pd.Series(pd.to_datetime(text, format=fmt, errors="coerce")),
+                             cfg.timezone)
+    parsed = parsed.astype("datetime64[us]")
+    return parsed, parsed.isna().to_numpy()
+
+
+def _to_utc(naive: pd.Series, tz: str) -> pd.Series:
+    local = naive.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    return local.dt.tz_convert("UTC").dt.tz_localize(None)
+
+
+def _numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype("float64"), np.zeros(len(col), dtype=bool)
+    if pd.api.types.is_numeric_dtype(col):
+        nums = col.astype("float64")
+        return nums, nums.isna().to_numpy()
+    text = col.astype("string").str.strip()
+    nums = pd.to_numeric(text, errors="coerce").astype("float64")
+    return nums, nums.isna().to_numpy()
+
+
+def _derive(expr: str, out: dict[str, pd.Series], cfg: SourceConfig) -> pd.Series:
+    env = pd.DataFrame({k: v for k, v in out.items() if k in NUMERIC})
+    try:
+        result = env.eval(expr, engine="python")
+    except Exception as exc:  # noqa: BLE001 - any eval failure is a config mistake
+        raise DataError(f"{cfg.name}: derive {expr!r}: {exc}") from None
+    return pd.Series(result, dtype="float64")
+
+
+def _naive_utc(ts: dt.datetime) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo else t

@@ -1,0 +1,42 @@
+"""The `retention` command: one entry point, sub-commands grown by each layer."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from features.cli import data_app, demo_data_cmd, features_app
+from features.errors import DataError
+
+app = typer.Typer(
+    help="Churn and targeting service: data, features (later: train, models, score, serve).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.command("demo-data")(demo_data_cmd)
+
+
+def main() -> None:
+    """Run the CLI; a user's mistake (DataError) prints one line and exits 2, no traceback."""
+    try:
+        app(standalone_mode=False)
+    except DataError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Models, evaluation and MLflow registry (grows with the training issue)."""
