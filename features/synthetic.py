@@ -56,9 +56,12 @@ class SyntheticConfig(BaseModel):
     """Parameters of the synthetic retailer; the defaults give ~10 lines per customer over 2 years.
 
     BG/NBD in day units: purchase rate lambda ~ Gamma(shape=r, rate=alpha) per day, dropout
-    probability after every purchase p ~ Beta(a, b). Gamma-Gamma spend: customer scale
-    nu ~ Gamma(gg_q, rate=gg_gamma), order value ~ Gamma(gg_p, rate=nu), so the mean order value
-    is gg_p * gg_gamma / (gg_q - 1) = 60.
+    probability p ~ Beta(a, b) after every repeat purchase. As in Fader, Hardie & Lee (2005) a
+    customer cannot drop out right after the first purchase; `dropout_at_first=True` allows it,
+    which gives the MBG/NBD process instead (BG/NBD fits then do not recover r, alpha, a, b).
+
+    Gamma-Gamma spend: customer scale nu ~ Gamma(gg_q, rate=gg_gamma), order value
+    ~ Gamma(gg_p, rate=nu), so the mean order value is gg_p * gg_gamma / (gg_q - 1) = 60.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -75,12 +78,13 @@ class SyntheticConfig(BaseModel):
     gg_q: float = Field(4.0, gt=0)
     gg_gamma: float = Field(30.0, gt=0)
     n_products: int = Field(300, ge=1)
-    mean_lines_per_order: float = Field(2.6, ge=1)
+    mean_lines_per_order: float = Field(2.2, ge=1)
     return_rate: float = Field(0.03, ge=0, le=1)
     consent: dict[str, float] = {"email": 0.7, "sms": 0.4, "push": 0.3}
     campaign_date: dt.date | None = None
     campaign_treatment_share: float = Field(0.5, ge=0, le=1)
     dirty_fraction: float = Field(0.0, ge=0)
+    dropout_at_first: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticConfig:
@@ -98,7 +102,9 @@ class SyntheticData:
     """Source-form tables, the latent truth per customer and the count of injected bad rows.
 
     `injected` maps each dirty kind (named as the quarantine reason that should catch it) to the
-    number of rows added; all zero for clean data. `config` is what generated the data.
+    number of rows added; all zero for clean data. Dirty rows come from their own random stream,
+    so the clean rows and the other tables do not depend on `dirty_fraction`. `config` is what
+    generated the data.
     """
 
     transactions: pd.DataFrame
@@ -136,7 +142,7 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     """Draw customers, purchases, baskets, returns, the campaign and (optionally) dirty rows.
 
     Purchases: the first purchase is uniform in [start, end); while alive a customer buys at
-    Poisson rate lambda and drops out after each purchase (the first included) with probability p;
+    Poisson rate lambda and drops out after each repeat purchase with probability p (BG/NBD);
     purchases on or after `end` are not observed. Each purchase is one order of
     1 + Poisson(mean_lines_per_order - 1) distinct products whose prices are scaled so the order
     totals its Gamma-Gamma value. Returns are separate `r...` orders 1-30 days after the sale.
@@ -149,7 +155,7 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     process stays exactly BG/NBD.
     """
     cfg = config
-    rng = np.random.default_rng(cfg.seed)
+    rng, dirty_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(2))
     n = cfg.n_customers
     start_us = _day_us(cfg.start)
     end_us = _day_us(cfg.end)
@@ -159,7 +165,7 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     p = np.clip(rng.beta(cfg.a, cfg.b, n), 1e-12, 1.0)
     nu = rng.gamma(cfg.gg_q, 1.0 / cfg.gg_gamma, n)
     t0 = rng.random(n) * span
-    order_cust, order_t, dropout_t = _purchases(rng, lam, p, t0, span)
+    order_cust, order_t, dropout_t = _purchases(rng, lam, p, t0, span, cfg.dropout_at_first)
 
     order_ts = np.minimum(start_us + _floor_seconds(order_t), end_us - _US_PER_SECOND)
     n_orders = len(order_cust)
@@ -173,7 +179,7 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     n_fresh = 0
     if cfg.dirty_fraction > 0:
         first_code = n_orders + n_returns
-        dirty, injected, n_fresh = _dirty(rng, cfg, sales, len(lines.ts), end_us, first_code)
+        dirty, injected, n_fresh = _dirty(dirty_rng, cfg, sales, len(lines.ts), end_us, first_code)
         lines = _Lines.concat([lines, dirty])
     lines = lines.take(np.argsort(lines.ts, kind="stable"))
 
@@ -264,21 +270,26 @@ def write(data: SyntheticData, out_dir: Path) -> dict[str, Path]:
 
 
 def _purchases(
-    rng: np.random.Generator, lam: np.ndarray, p: np.ndarray, t0: np.ndarray, span: float
+    rng: np.random.Generator,
+    lam: np.ndarray,
+    p: np.ndarray,
+    t0: np.ndarray,
+    span: float,
+    dropout_at_first: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact BG/NBD purchase times (days from start) per customer, grouped by customer in order.
 
     Ignoring dropout, the repeat purchases in (t0, span) are M ~ Poisson(lambda * (span - t0))
-    uniform points; the customer makes N ~ Geometric(p) purchases in all, so the observed repeats
-    are the first K = min(N - 1, M) order statistics, drawn as normalised exponential spacings
-    with the remaining M + 1 - K spacings summed into one Gamma draw. The customer dropped out
-    before the end iff N - 1 <= M, at the last observed purchase.
+    uniform points. The customer makes J ~ Geometric(p) repeat purchases in all (J - 1 with
+    `dropout_at_first`), so the observed repeats are the first K = min(J, M) order statistics,
+    drawn as normalised exponential spacings with the remaining M + 1 - K spacings summed into one
+    Gamma draw. The customer dropped out before the end iff J <= M, at the last observed purchase.
     """
     n = len(lam)
     window = span - t0
     m = rng.poisson(lam * window)
-    total = rng.geometric(p)
-    k = np.minimum(total - 1, m)
+    repeats = rng.geometric(p) - int(dropout_at_first)
+    k = np.minimum(repeats, m)
     cust = np.repeat(np.arange(n), k)
     spacing = rng.exponential(1.0, len(cust))
     csum = np.cumsum(spacing)
@@ -297,7 +308,7 @@ def _purchases(
     is_repeat[first_pos] = False
     order_t[is_repeat] = repeat_t
     last = order_t[first_pos + k]
-    dropout_t = np.where(total - 1 <= m, last, np.nan)
+    dropout_t = np.where(repeats <= m, last, np.nan)
     return order_cust.astype(np.int32), order_t, dropout_t
 
 
@@ -417,16 +428,21 @@ def _dirty(
     """Bad rows of each kind, built from copies of clean sale lines so each has one defect.
 
     Rows other than duplicates and postage lines get fresh `x...` orders (codes from
-    `first_code`), so no injected row equals another row except the intended duplicates. Returns
-    the rows, the count per kind and the number of fresh order codes used.
+    `first_code`) and postage lines go to distinct orders, so no injected row equals another row
+    except the intended duplicates (exactly so while there are fewer bad rows than sale orders).
+    Returns the rows, the count per kind and the number of fresh order codes used.
     """
     total = round(cfg.dirty_fraction * n_clean)
     counts = np.full(len(DIRTY_KINDS), total // len(DIRTY_KINDS))
     counts[: total % len(DIRTY_KINDS)] += 1
     injected = {k: int(c) for k, c in zip(DIRTY_KINDS, counts, strict=True)}
-    n_sales = len(sales.ts)
-    rows = sales.take(rng.choice(n_sales, total, replace=total > n_sales))
     kind = np.array(DIRTY_KINDS)[np.repeat(np.arange(len(DIRTY_KINDS)), counts)]
+    post = kind == "non_product"
+    base = np.empty(total, dtype=np.int64)
+    base[~post] = _sample(rng, len(sales.ts), total - int(post.sum()))
+    order_heads = np.flatnonzero(np.r_[True, sales.order[1:] != sales.order[:-1]])
+    base[post] = order_heads[_sample(rng, len(order_heads), int(post.sum()))]
+    rows = sales.take(base)
     fresh = np.isin(kind, ["missing_customer_id", "non_positive_price", "after_extraction_date"])
     n_fresh = int(fresh.sum())
     rows.order[fresh] = first_code + np.arange(n_fresh)
@@ -435,11 +451,15 @@ def _dirty(
     rows.price[bad] = np.where(rng.random(int(bad.sum())) < 0.5, 0.0, -rows.price[bad])
     late = kind == "after_extraction_date"
     rows.ts[late] = end_us + _floor_seconds(rng.uniform(1 / 24, 60.0, int(late.sum())))
-    post = kind == "non_product"
     rows.product[post] = cfg.n_products
     rows.quantity[post] = 1.0
     rows.price[post] = rng.choice([2.95, 4.95, 9.95], int(post.sum()))
     return rows, injected, n_fresh
+
+
+def _sample(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """`size` indices below `n`, without replacement when possible."""
+    return rng.choice(n, size, replace=size > n)
 
 
 def _customers(

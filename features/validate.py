@@ -169,9 +169,13 @@ def validate(raw: pd.DataFrame, cfg: SourceConfig, now: dt.datetime | None = Non
 
 def _transactions(out: dict[str, pd.Series], cfg: SourceConfig, reasons: _Reasons) -> None:
     n = len(out["customer_id"])
-    qty = out.get("quantity", pd.Series(np.ones(n)))
     amount = out["amount"]
-    is_return = (qty < 0) | (amount < 0)
+    if "quantity" in out:
+        qty = out["quantity"]
+        is_return = qty < 0
+    else:
+        qty = pd.Series(np.where(amount < 0, -1.0, 1.0))
+        is_return = amount < 0
     if cfg.return_order_prefix and "order_id" in out:
         prefixed = out["order_id"].str.startswith(cfg.return_order_prefix).fillna(False)
         is_return = is_return | prefixed.astype(bool)

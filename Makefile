@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO := data/demo
+
+.PHONY: run test lint bench venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+## run: the main job on the embedded default (synthetic data -> validation -> features)
+run: venv
+	$(BIN)/retention demo-data --out $(DEMO) --customers 5000 --seed 0
+	$(BIN)/retention features build --source $(DEMO)/transactions.yaml \
+		--as-of 2023-04-01,2023-07-01,2023-10-01 --horizon 90d --out $(DEMO)/features
+
+## test: every test (starts a throwaway PostgreSQL on loopback), then ruff
+test: venv
+	RETENTION_TEST_PG_URL="$${RETENTION_TEST_PG_URL:-$$(bash .ci/postgres.sh)}" \
+		$(BIN)/python -m pytest -q
+	$(BIN)/ruff check .
+
+lint: venv
+	$(BIN)/ruff check .
+
+## bench: feature-build benchmarks, results in bench/RESULTS.md
+bench: venv
+	$(BIN)/python bench/bench_features.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache
