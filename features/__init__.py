@@ -1,1 +1,1 @@
-"""Data contract, sources, validation/quarantine and point-in-time features (knows nothing of models)."""
+"""Data contract, sources, validation/quarantine, point-in-time features; knows no models."""

@@ -105,5 +105,6 @@ def read_features(out_dir: Path, as_of: dt.date | None = None) -> pd.DataFrame:
             frame.insert(1, "as_of", day)
             frames.append(frame)
     if not frames:
-        raise DataError(f"{out_dir}: no feature partitions" + (f" for as_of {as_of}" if as_of else ""))
+        which = f" for as_of {as_of}" if as_of else ""
+        raise DataError(f"{out_dir}: no feature partitions{which}")
     return pd.concat(frames, ignore_index=True)

@@ -73,7 +73,8 @@ def _read_csv(cfg: SourceConfig) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty (expected a CSV with a header line)") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path}: not a readable CSV: {str(exc).strip().splitlines()[-1]}") from None
+        detail = str(exc).strip().splitlines()[-1]
+        raise DataError(f"{path}: not a readable CSV: {detail}") from None
     except (gzip.BadGzipFile, EOFError, zlib.error, OSError) as exc:
         raise DataError(f"{path}: cannot read compressed file: {exc}") from None
     if frame.empty:
@@ -99,7 +100,8 @@ def _read_parquet(cfg: SourceConfig) -> pd.DataFrame:
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from None
+        detail = str(exc).splitlines()[0]
+        raise DataError(f"{path}: not a readable Parquet file: {detail}") from None
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows")
     return table.to_pandas()

@@ -85,7 +85,9 @@ def load(cfg: SourceConfig, now: dt.datetime | None = None) -> ValidationResult:
     return validate(read_source(cfg), cfg, now=now)
 
 
-def validate(raw: pd.DataFrame, cfg: SourceConfig, now: dt.datetime | None = None) -> ValidationResult:
+def validate(
+    raw: pd.DataFrame, cfg: SourceConfig, now: dt.datetime | None = None
+) -> ValidationResult:
     """Map a raw frame onto the canonical table of `cfg.table` and quarantine bad rows."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     raw = raw.reset_index(drop=True)
@@ -168,7 +170,6 @@ def validate(raw: pd.DataFrame, cfg: SourceConfig, now: dt.datetime | None = Non
 
 
 def _transactions(out: dict[str, pd.Series], cfg: SourceConfig, reasons: _Reasons) -> None:
-    n = len(out["customer_id"])
     amount = out["amount"]
     if "quantity" in out:
         qty = out["quantity"]
@@ -181,13 +182,14 @@ def _transactions(out: dict[str, pd.Series], cfg: SourceConfig, reasons: _Reason
         is_return = is_return | prefixed.astype(bool)
     is_return = is_return.fillna(False).astype(bool)
     price = out.get("price", amount)
-    finite = np.isfinite(price.to_numpy(dtype="float64", na_value=np.nan))
+    values = price.to_numpy(dtype="float64", na_value=np.nan)
+    finite = np.isfinite(values)
     sale = ~is_return.to_numpy()
     reasons.mark(sale & ~finite, "non_finite_price")
-    values = price.to_numpy(dtype="float64", na_value=np.nan)
     bad = values < 0 if cfg.allow_zero_price else values <= 0
     reasons.mark(sale & finite & bad, "non_positive_price")
-    reasons.mark(~np.isfinite(amount.to_numpy(dtype="float64", na_value=np.nan)), "non_finite_price")
+    amounts = amount.to_numpy(dtype="float64", na_value=np.nan)
+    reasons.mark(~np.isfinite(amounts), "non_finite_price")
     out["amount"] = amount.where(~is_return, -amount.abs())
     out["quantity"] = qty.where(~is_return, -qty.abs())
     out["is_return"] = is_return

@@ -120,7 +120,8 @@ def test_config_with_unknown_key(tmp_path):
 
 def test_config_without_amount(tmp_path):
     cfg = source(tmp_path, HEADER + GOOD, derive={})
-    assert "table 'transactions' needs amount in `columns`, `derive` or `constants`" in error_of(cfg)
+    expected = "table 'transactions' needs amount in `columns`, `derive` or `constants`"
+    assert expected in error_of(cfg)
 
 
 def test_postgres_unreachable(tmp_path):

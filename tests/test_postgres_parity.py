@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from features import engine
+from features.config import SourceConfig
 from features.synthetic import SyntheticConfig, generate
 from features.validate import validate
-from features.config import SourceConfig
 
 pytestmark = pytest.mark.postgres
 
