@@ -135,8 +135,8 @@ def build_cmd(
 
 def print_feature_summary(frame: pd.DataFrame, out: Path) -> None:
     table = Table(title=f"features in {out}")
-    for col in ("as_of", "customers", "in pop.", "mean freq.", "median recency gap",
-                "churned", "top segment"):
+    for col in ("as_of", "customers", "in pop.", "freq.", "since last", "churned",
+                "top segment"):
         table.add_column(col, justify="right")
     for as_of, g in frame.groupby("as_of", sort=True):
         churn = g["churned"].mean() if "churned" in g and g["label_complete"].all() else None

@@ -49,7 +49,6 @@ _BASE = (0.10, 0.02)
 _BASE_RECENT = (0.25, 0.06)
 _UPLIFT_PERSUADABLE = (0.15, 0.10)
 _UPLIFT_SLEEPING_DOG = (0.0, -0.03)
-_OUTCOME_DAYS = 14
 
 
 class SyntheticConfig(BaseModel):

@@ -246,3 +246,29 @@ def test_accepted_frame_follows_the_contract(tmp_path):
     assert row["timestamp"] == pd.Timestamp("2011-01-05 10:00:00")
     assert row["amount"] == pytest.approx(7.0) and not row["is_return"]
     assert str(result.accepted["timestamp"].dtype) == "datetime64[us]"
+
+
+def test_synthetic_injected_bad_rows_are_each_quarantined_with_their_reason(tmp_path):
+    from features.synthetic import SyntheticConfig, generate, write
+
+    data = generate(SyntheticConfig(n_customers=600, seed=3, dirty_fraction=0.05))
+    paths = write(data, tmp_path)
+    result = load(load_source_config(paths["transactions"]))
+    assert result.counts == {k: v for k, v in data.injected.items() if v}
+    assert result.rows_in == len(data.transactions) == len(result.accepted) + result.n_quarantined
+
+
+def test_toml_config_reads_like_yaml(tmp_path):
+    source(tmp_path, HEADER + GOOD)
+    (tmp_path / "source.toml").write_text(
+        'name = "t"\nformat = "csv"\npath = "tx.csv"\n[columns]\ncustomer_id = "Customer ID"\n'
+        'order_id = "Invoice"\ntimestamp = "InvoiceDate"\nquantity = "Quantity"\n'
+        'price = "Price"\n[derive]\namount = "quantity * price"\n')
+    result = load(load_source_config(tmp_path / "source.toml"), now=NOW)
+    assert len(result.accepted) == 1 and result.accepted["amount"].iloc[0] == pytest.approx(7.0)
+
+
+def test_invalid_toml_is_one_line(tmp_path):
+    (tmp_path / "bad.toml").write_text("name = \n")
+    with pytest.raises(DataError, match=r"bad.toml: not valid toml: "):
+        load_source_config(tmp_path / "bad.toml")
