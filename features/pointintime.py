@@ -28,13 +28,17 @@ def day_number(d: dt.date) -> int:
     return (d - _EPOCH).days
 
 
+def _day(timestamp: ir.TimestampValue) -> ir.IntegerValue:
+    return (timestamp.epoch_seconds() // 86400).cast("int32")
+
+
 def purchase_days(transactions: ir.Table) -> ir.Table:
     """One row per (customer, day): gross sales, refunds, orders and items.
 
     A day is a purchase day when it has at least one sale line (return-only days are not).
     This is as_of independent, so a run over many as_of dates computes it once.
     """
-    t = transactions.mutate(day=(transactions.timestamp.epoch_seconds() // 86400).cast("int32"))
+    t = transactions.mutate(day=_day(transactions.timestamp))
     sale = ~t.is_return
     return t.group_by(["customer_id", "day"]).aggregate(
         sales=t.amount.sum(where=sale).fill_null(0.0),
@@ -48,35 +52,45 @@ def purchase_days(transactions: ir.Table) -> ir.Table:
 def first_purchases(transactions: ir.Table) -> ir.Table:
     """The first day each customer bought each product (for distinct products at any as_of)."""
     t = transactions.filter(~transactions.is_return)
-    day = (t.timestamp.epoch_seconds() // 86400).cast("int32")
-    return t.mutate(day=day).group_by(["customer_id", "product_id"]).aggregate(day=ibis._.day.min())
+    t = t.mutate(day=_day(t.timestamp))
+    return t.group_by(["customer_id", "product_id"]).aggregate(day=t.day.min())
+
+
+def sale_days(transactions: ir.Table, as_of: dt.date) -> ir.Table:
+    """Purchase days before as_of straight from the lines: (customer_id, day, sales)."""
+    t = transactions.mutate(day=_day(transactions.timestamp))
+    t = t.filter(~t.is_return & (t.day < day_number(as_of)))
+    return t.group_by(["customer_id", "day"]).aggregate(sales=t.amount.sum())
 
 
 def btyd_summary(days: ir.Table, as_of: dt.date) -> ir.Table:
-    """frequency, recency, T and monetary_value per customer at as_of (the core columns)."""
+    """frequency, recency, T and monetary_value per customer from its purchase days before as_of.
+
+    `days` holds one row per (customer_id, day) with the day's `sales`; plain aggregates only
+    (the first day's sales by arg-min), so it stays one cheap group-by on any backend.
+    """
     a = day_number(as_of)
-    p = days.filter((days.day < a) & (days.n_sale_lines > 0))
-    w = ibis.window(group_by=p.customer_id, order_by=p.day)
-    p = p.mutate(first_day=p.day.min().over(group_by=p.customer_id), prev_day=p.day.lag().over(w))
-    s = p.group_by("customer_id").aggregate(
-        n_days=p.count(),
-        first_day=p.day.min(),
-        last_day=p.day.max(),
-        repeat_sales=p.sales.sum(where=p.day > p.first_day).fill_null(0.0),
-        gap_std=(p.day - p.prev_day).cast("float64").std(how="sample"),
+    s = days.group_by("customer_id").aggregate(
+        n_days=days.count(),
+        first_day=days.day.min(),
+        last_day=days.day.max(),
+        total_sales=days.sales.sum(),
+        first_sales=days.sales.argmin(days.day),
     )
     frequency = s.n_days - 1
     return s.mutate(
         frequency=frequency.cast("int32"),
         recency=(s.last_day - s.first_day).cast("int32"),
         T=(a - 1 - s.first_day).cast("int32"),
-        monetary_value=ibis.ifelse(frequency > 0, s.repeat_sales / frequency, 0.0),
+        monetary_value=ibis.ifelse(
+            frequency > 0, (s.total_sales - s.first_sales) / frequency, 0.0
+        ),
     )
 
 
-def core_features(days: ir.Table, as_of: dt.date) -> ir.Table:
-    """Only the BTYD core columns, as_of stamped: what the BTYD models need."""
-    s = btyd_summary(days, as_of)
+def core_features(transactions: ir.Table, as_of: dt.date) -> ir.Table:
+    """Only the BTYD core columns, straight from the transaction lines (what BTYD models need)."""
+    s = btyd_summary(sale_days(transactions, as_of), as_of)
     return s.select("customer_id", "frequency", "recency", "T", "monetary_value").mutate(
         as_of=ibis.literal(as_of)
     )
@@ -96,7 +110,12 @@ def customer_features(
     RFM scores and value tiers rank all customers of the as_of.
     """
     a = day_number(as_of)
-    s = btyd_summary(days, as_of)
+    bought = days.filter((days.day < a) & (days.n_sale_lines > 0))
+    s = btyd_summary(bought, as_of)
+    gap = bought.day - bought.day.lag().over(group_by=bought.customer_id, order_by=bought.day)
+    gaps = bought.mutate(gap=gap.cast("float64")).group_by("customer_id").aggregate(
+        gap_std=ibis._.gap.std(how="sample")
+    )
     h = days.filter(days.day < a)
     aggs = {
         "total_orders": h.n_orders.sum(),
@@ -114,7 +133,7 @@ def customer_features(
     prods = products.filter(products.day < a).group_by("customer_id").aggregate(
         distinct_products=ibis._.count()
     )
-    f = s.join(history, "customer_id").left_join(prods, "customer_id")
+    f = s.join(history, "customer_id").join(gaps, "customer_id").left_join(prods, "customer_id")
     gap_mean = ibis.ifelse(f.frequency > 0, f.recency / f.frequency.cast("float64"), None)
     days_since_last = (a - f.last_day).cast("int32")
     recent, before = f.sales_last_90, f.sales_prev_90

@@ -94,3 +94,14 @@ def test_labels_are_null_when_data_ends_inside_the_horizon():
     frame = engine.feature_table(tables, AS_OF, horizon_days=30).to_pandas()
     assert not frame["label_complete"].any()
     assert frame["churned"].isna().all() and frame["n_purchases"].isna().all()
+
+
+def test_core_features_straight_from_lines_match_the_full_table(rows):
+    import ibis
+
+    from features.pointintime import core_features
+
+    core = engine.connect().to_pyarrow(core_features(ibis.memtable(FIXTURE), AS_OF)).to_pandas()
+    got = {r.customer_id: (r.frequency, r.recency, r.T, r.monetary_value)
+           for r in core.itertuples()}
+    assert got == {k: (v.frequency, v.recency, v.T, v.monetary_value) for k, v in rows.items()}
