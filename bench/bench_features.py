@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from results_file import RESULTS, write_section
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -56,7 +57,6 @@ with warnings.catch_warnings():  # lifetimes sets a pandas option that pandas 3 
     warnings.simplefilter("ignore")
     from lifetimes.utils import summary_data_from_transaction_data
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 AS_OF = dt.date(2023, 10, 1)
 HORIZON_DAYS = 90
 CORE = ("frequency", "recency", "T", "monetary_value")
@@ -604,16 +604,16 @@ def write_report(path: Path, large: SetResult, small: SetResult, env: dict[str, 
     goals = targets(large, small)
     cmd = " ".join(["python bench/bench_features.py", *sys.argv[1:]])
     lines = [
-        "# Feature-build benchmark", "",
+        "### Feature build (`bench/bench_features.py`)", "",
         f"Written by `bench/bench_features.py` on {env['date']}; every number below comes from "
         f"that one run (`{cmd}`). Times in seconds: median, min and max of {repeats[0]} runs "
         f"(large set) and {repeats[1]} runs (small set); x = median / median of the "
         "hand-written query on the same set.", "",
-        "## Targets", "", "| target | measured | |", "|---|---|---|",
+        "### Targets", "", "| target | measured | |", "|---|---|---|",
         *[f"| {g.name} | {g.measured} | {'met' if g.met else '**MISSED**'} |" for g in goals], "",
     ]
     for res in (large, small):
-        lines += [f"## {res.title}", "", *timing_table(res), ""]
+        lines += [f"### {res.title}", "", *timing_table(res), ""]
         lines += ["Data: " + "; ".join(f"{k} {v}" for k, v in res.facts.items()) + ".", ""]
         lines += [
             f"Outputs checked ({res.checked_when}) against the hand-written query's: same "
@@ -624,7 +624,7 @@ def write_report(path: Path, large: SetResult, small: SetResult, env: dict[str, 
         ]
     lines += findings(large, small, goals)
     lines += [
-        "## What each timing includes", "",
+        "### What each timing includes", "",
         "- Input: `features.synthetic.generate(SyntheticConfig(n_customers=N, seed="
         f"{args.seed}))`, validated with `features.validate.validate` against the source config "
         "`features.synthetic.write` produces (extracted_at = 2024-01-01, also `data_end`). The "
@@ -655,9 +655,9 @@ def write_report(path: Path, large: SetResult, small: SetResult, env: dict[str, 
         "the large set has none (the first timed round's outputs are checked before the "
         "second round). A failed check stops the script.",
         "- Parquet goes to a temporary directory outside the repo, deleted at the end.", "",
-        "## Environment", "",
+        "### Environment", "",
         *[f"- {k}: {v}" for k, v in env.items()], "",
-        "## Reproduce", "",
+        "### Reproduce", "",
         "```bash",
         "make bench                               # = .venv/bin/python bench/bench_features.py",
         "python bench/bench_features.py --quick   # smoke run, report to a temp file",
@@ -665,7 +665,7 @@ def write_report(path: Path, large: SetResult, small: SetResult, env: dict[str, 
         "  # the defaults; --repeats N sets the runs of both sets",
         "```", "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_section("features", "\n".join(lines), path)
 
 
 def print_summary(large: SetResult, small: SetResult) -> None:
