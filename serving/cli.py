@@ -9,15 +9,18 @@ from rich.console import Console
 
 from features.cli import data_app, demo_data_cmd, features_app
 from features.errors import DataError
+from training.cli import models_app, train_cmd
 
 app = typer.Typer(
-    help="Churn and targeting service: data, features (later: train, models, score, serve).",
+    help="Churn and targeting service: data, features, train, models (later: score, serve).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.command("demo-data")(demo_data_cmd)
+app.command("train")(train_cmd)
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

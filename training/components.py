@@ -1,0 +1,80 @@
+"""BTYD components fitted at one cutoff, and their outputs as stacking features.
+
+Each cutoff's BG/NBD, Pareto/NBD and Gamma-Gamma are fitted on that cutoff's own features
+(events before the cutoff only), so the columns they add never look past the cutoff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from training.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
+
+COMPONENT_FEATURES: tuple[str, ...] = (
+    "bg_p_alive", "bg_expected", "bg_p_zero", "pnbd_p_alive", "pnbd_expected", "gg_spend",
+)
+
+
+@dataclass
+class Components:
+    """The three BTYD models of one cutoff (day units)."""
+
+    bg: BetaGeoModel
+    pnbd: ParetoNBDModel
+    gg: GammaGammaModel
+
+    def params(self) -> dict[str, float]:
+        out = {}
+        for prefix, model in (("bg", self.bg), ("pnbd", self.pnbd), ("gg", self.gg)):
+            out.update({f"{prefix}_{k}": float(v) for k, v in model.params_.items()})
+        return out
+
+
+def fit_components(frame: pd.DataFrame) -> Components:
+    """Fit BG/NBD, Pareto/NBD (all customers) and Gamma-Gamma (repeat buyers) on a frame."""
+    f, r, t = _summary(frame)
+    bg = BetaGeoModel().fit(f, r, t)
+    pnbd = ParetoNBDModel().fit(f, r, t)
+    repeat = f > 0
+    monetary = frame["monetary_value"].to_numpy(dtype="float64")
+    repeat &= monetary > 0
+    gg = GammaGammaModel().fit(f[repeat], monetary[repeat])
+    return Components(bg, pnbd, gg)
+
+
+def component_features(frame: pd.DataFrame, comp: Components, horizon_days: int) -> pd.DataFrame:
+    """The components' predictions for the horizon, as new columns of a copy of `frame`."""
+    f, r, t = _summary(frame)
+    out = frame.copy()
+    h = float(horizon_days)
+    p_alive = comp.bg.p_alive(f, r, t)
+    out["bg_p_alive"] = p_alive
+    out["bg_expected"] = comp.bg.expected_purchases(h, f, r, t)
+    out["bg_p_zero"] = bg_p_zero(comp.bg, h, f, r, t)
+    out["pnbd_p_alive"] = comp.pnbd.p_alive(f, r, t)
+    out["pnbd_expected"] = comp.pnbd.expected_purchases(h, f, r, t)
+    monetary = np.clip(frame["monetary_value"].to_numpy(dtype="float64"), 0.0, None)
+    out["gg_spend"] = comp.gg.expected_spend(f, monetary)
+    return out
+
+
+def bg_p_zero(bg: BetaGeoModel, t: float, f: np.ndarray, r: np.ndarray,
+              big_t: np.ndarray) -> np.ndarray:
+    """BG/NBD P(no purchase in the next t | x, t_x, T).
+
+    Dropout happens only right after a purchase, so with no purchase an alive customer stays
+    alive: P = 1 - P(alive) + P(alive) * ((alpha + T) / (alpha + T + t)) ** (r + x).
+    """
+    p_alive = bg.p_alive(f, r, big_t)
+    rr, alpha = bg.params_["r"], bg.params_["alpha"]
+    stay_quiet = ((alpha + big_t) / (alpha + big_t + t)) ** (rr + f)
+    return 1.0 - p_alive + p_alive * stay_quiet
+
+
+def _summary(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (frame["frequency"].to_numpy(dtype="float64"),
+            frame["recency"].to_numpy(dtype="float64"),
+            frame["T"].to_numpy(dtype="float64"))

@@ -1,0 +1,99 @@
+"""Training data: rolling-origin cutoffs that respect DESIGN.md's time rules, and their frames.
+
+Every label window of a training cutoff ends on or before the cutoff it is validated or tested
+on (train as_of + H <= validation as_of; validation as_of + H <= test as_of), so every number
+reported is out of time. When history allows, the cutoff one year before the test as_of is
+included so that the models see the same season.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from features import engine
+from features.errors import DataError
+
+FEATURES: tuple[str, ...] = (
+    "frequency", "recency", "T", "monetary_value", "days_since_last", "tenure_days",
+    "orders_30d", "orders_90d", "orders_180d", "orders_365d",
+    "spend_30d", "spend_90d", "spend_180d", "spend_365d",
+    "total_orders", "total_spend", "avg_order_value", "basket_size", "distinct_products",
+    "gap_mean", "gap_std", "overdue_ratio", "trend_90d", "return_rate",
+    "r_score", "f_score", "m_score",
+)
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """as_of dates of one backtest: fit on `train`, select on `validation`, report on `test`."""
+
+    train: tuple[dt.date, ...]
+    validation: dt.date
+    test: dt.date
+    horizon_days: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def final_train(self) -> tuple[dt.date, ...]:
+        """Cutoffs of the model that is registered: train + validation (labels end by test)."""
+        return tuple(sorted({*self.train, self.validation}))
+
+    def as_dict(self) -> dict[str, object]:
+        return {"train": [d.isoformat() for d in self.train],
+                "validation": self.validation.isoformat(), "test": self.test.isoformat(),
+                "horizon_days": self.horizon_days}
+
+
+def plan_cutoffs(
+    data_start: dt.date,
+    data_end: dt.date,
+    horizon_days: int,
+    *,
+    test_as_of: dt.date | None = None,
+    n_train: int = 3,
+    min_history_days: int = 120,
+) -> Cutoffs:
+    """Pick test, validation and training cutoffs inside [data_start + history, data_end - H]."""
+    h = dt.timedelta(days=horizon_days)
+    test = test_as_of or (data_end - h)
+    if test + h > data_end:
+        raise DataError(f"test as_of {test}: its {horizon_days}-day label window ends after the "
+                        f"data ({data_end})")
+    earliest = data_start + dt.timedelta(days=min_history_days)
+    validation = test - h
+    candidates = [validation - h * (i + 1) for i in range(n_train)]
+    year_before = test - dt.timedelta(days=364)
+    notes = []
+    if year_before + h <= validation and year_before >= earliest:
+        candidates.append(year_before)
+        notes.append(f"includes {year_before}, the same season a year before the test as_of")
+    train = tuple(sorted({c for c in candidates if c >= earliest}))
+    if validation < earliest or not train:
+        raise DataError(
+            f"not enough history for {horizon_days}-day labels: data {data_start}..{data_end} "
+            f"leaves no training cutoff before validation {validation}"
+        )
+    return Cutoffs(train, validation, test, horizon_days, notes)
+
+
+def build_frames(
+    transactions: pd.DataFrame,
+    as_ofs: list[dt.date],
+    horizon_days: int,
+    *,
+    data_end: dt.date | None = None,
+    lookback_days: int = 365,
+) -> dict[dt.date, pd.DataFrame]:
+    """Feature + label frames per as_of, population only (a purchase in the lookback)."""
+    con = engine.connect()
+    tables = engine.prepare(con, transactions, data_end=data_end)
+    frames = {}
+    for as_of in sorted(set(as_ofs)):
+        frame = engine.feature_table(tables, as_of, horizon_days, lookback_days).to_pandas()
+        frame = frame[frame["in_population"]].reset_index(drop=True)
+        frame["as_of"] = as_of
+        frames[as_of] = frame
+    return frames

@@ -1,0 +1,76 @@
+"""Reasons a retention agent can read, from the churn model's TreeSHAP contributions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+
+def _fmt(name: str, v: float, row: pd.Series) -> str:
+    if name in ("days_since_last", "overdue_ratio", "gap_mean"):
+        days = row.get("days_since_last", float("nan"))
+        ratio = row.get("overdue_ratio", float("nan"))
+        text = f"no purchase for {days:.0f} days"
+        if isinstance(ratio, float) and math.isfinite(ratio):
+            text += f", {ratio:.1f}x the usual gap"
+        return text
+    templates = {
+        "frequency": "{v:.0f} repeat purchase days so far",
+        "recency": "{v:.0f} days between first and last purchase",
+        "T": "customer for {v:.0f} days",
+        "tenure_days": "customer for {v:.0f} days",
+        "monetary_value": "average repeat order {v:,.0f}",
+        "avg_order_value": "average order {v:,.0f}",
+        "trend_90d": "spending {dir} over the last 90 days ({v:+.0%})",
+        "return_rate": "returns {v:.0%} of what they buy",
+        "distinct_products": "{v:.0f} different products bought",
+        "basket_size": "{v:.1f} items per order",
+        "gap_std": "irregular buyer (gap varies by {v:.0f} days)",
+        "bg_p_alive": "estimated {v:.0%} chance still active",
+        "pnbd_p_alive": "estimated {v:.0%} chance still active",
+        "bg_p_zero": "{v:.0%} chance of no purchase by the usual pattern",
+        "bg_expected": "{v:.1f} purchases expected by the usual pattern",
+        "pnbd_expected": "{v:.1f} purchases expected by the usual pattern",
+        "gg_spend": "typical spend per purchase {v:,.0f}",
+        "r_score": "recency score {v:.0f}/5",
+        "f_score": "frequency score {v:.0f}/5",
+        "m_score": "monetary score {v:.0f}/5",
+        "total_orders": "{v:.0f} orders in total",
+        "total_spend": "{v:,.0f} spent in total",
+    }
+    for w in (30, 90, 180, 365):
+        templates[f"orders_{w}d"] = "{v:.0f} orders in the last " + f"{w} days"
+        templates[f"spend_{w}d"] = "{v:,.0f} spent in the last " + f"{w} days"
+    if not (isinstance(v, float | int) and math.isfinite(v)):
+        return f"no {name.replace('_', ' ')} yet"
+    template = templates.get(name, name.replace("_", " ") + " {v:.2f}")
+    return template.format(v=v, dir="down" if v < 0 else "up")
+
+
+def explain(contrib: pd.DataFrame, features: pd.DataFrame, up: int = 3,
+            down: int = 2) -> list[dict[str, list[str]]]:
+    """Per row: the top factors raising and lowering the churn score, in words.
+
+    Factors that say the same thing (days since last purchase, overdue ratio) are merged.
+    """
+    names = [c for c in contrib.columns if c != "bias"]
+    values = contrib[names].to_numpy()
+    out = []
+    for i in range(len(contrib)):
+        row = features.iloc[i]
+        order = np.argsort(-values[i])
+        result: dict[str, list[str]] = {"raising": [], "lowering": []}
+        for key, idx, limit, sign in (("raising", order, up, 1), ("lowering", order[::-1], down,
+                                                                    -1)):
+            seen = set()
+            for j in idx:
+                if sign * values[i, j] <= 0 or len(result[key]) >= limit:
+                    continue
+                text = _fmt(names[j], row.get(names[j], float("nan")), row)
+                if text not in seen:
+                    seen.add(text)
+                    result[key].append(text)
+        out.append(result)
+    return out

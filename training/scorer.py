@@ -1,0 +1,113 @@
+"""The customer scorer: one object mapping feature rows to every score, served as one pyfunc.
+
+The same artifact answers in BentoML, `mlflow models serve` and (later) Spark: feature rows in
+(the columns of `features build`), scores out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from training import clv
+from training.baselines import RFMLogistic
+from training.churn import ChurnClassifier
+from training.components import Components, component_features
+from training.purchases import PurchasesRegressor
+from training.reasons import explain
+from training.spend import SpendRegressor
+
+SCORE_COLUMNS: tuple[str, ...] = (
+    "customer_id", "as_of", "horizon_days", "churn_probability", "p_alive",
+    "expected_purchases", "expected_spend", "spend_p10", "spend_p50", "spend_p90",
+    "clv", "clv_p10", "clv_p50", "clv_p90", "value_at_risk", "reasons_raising",
+    "reasons_lowering", "churn_model", "purchases_model", "spend_model",
+)
+
+
+@dataclass
+class CustomerScorer:
+    """Fitted models plus the choices made on the validation cutoff."""
+
+    features: list[str]
+    components: Components
+    churn: ChurnClassifier
+    purchases: PurchasesRegressor
+    spend: SpendRegressor
+    rfm: RFMLogistic
+    horizon_days: int
+    churn_choice: str = "xgboost"
+    purchases_choice: str = "xgboost"
+    spend_choice: str = "xgboost"
+    interval_levels: tuple[float, float] = (0.10, 0.90)
+    clv_horizon_days: int = 365
+    discount_rate: float = 0.10
+    draws: int = 200
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    def stacked(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Feature rows plus the BTYD component columns."""
+        missing = [c for c in ("customer_id", *self.features) if c not in frame.columns]
+        if missing:
+            raise ValueError(f"feature rows: missing columns {missing}")
+        return component_features(frame, self.components, self.horizon_days)
+
+    def churn_probability(self, x: pd.DataFrame) -> np.ndarray:
+        if self.churn_choice == "rfm_logistic":
+            return self.rfm.predict_proba(x)
+        if self.churn_choice == "bg_nbd":
+            return x["bg_p_zero"].to_numpy()
+        return self.churn.predict_proba(x[self.churn.feature_names_in_])
+
+    def expected_purchases(self, x: pd.DataFrame) -> np.ndarray:
+        if self.purchases_choice == "bg_nbd":
+            return x["bg_expected"].to_numpy()
+        if self.purchases_choice == "pareto_nbd":
+            return x["pnbd_expected"].to_numpy()
+        return self.purchases.predict(x[self.purchases.feature_names_in_])
+
+    def expected_spend(self, x: pd.DataFrame) -> np.ndarray:
+        if self.spend_choice == "bg_gg":
+            return (x["bg_expected"] * x["gg_spend"]).to_numpy()
+        return self.spend.predict(x[self.spend.feature_names_in_])
+
+    def score(self, frame: pd.DataFrame, *, reasons: bool = True) -> pd.DataFrame:
+        """Every score for each feature row (see SCORE_COLUMNS)."""
+        x = self.stacked(frame.reset_index(drop=True))
+        churn = self.churn_probability(x)
+        spend = self.expected_spend(x)
+        draws_h = clv.simulate_spend(self.components, x, self.horizon_days, draws=self.draws)
+        interval = clv.quantiles(draws_h, spend, self.interval_levels)
+        draws_c = clv.simulate_spend(self.components, x, self.clv_horizon_days, draws=self.draws)
+        sim_h = draws_h.mean(axis=1)
+        adjust = np.clip(np.divide(spend, sim_h, out=np.ones_like(spend), where=sim_h > 0),
+                         0.2, 5.0)
+        disc = clv.discount_factor(self.clv_horizon_days, self.discount_rate)
+        value = clv.quantiles(draws_c, draws_c.mean(axis=1) * adjust, self.interval_levels) * disc
+        clv_mean = draws_c.mean(axis=1) * adjust * disc
+        out = pd.DataFrame({
+            "customer_id": x["customer_id"].astype(str),
+            "as_of": x["as_of"].astype(str) if "as_of" in x else "",
+            "horizon_days": self.horizon_days,
+            "churn_probability": churn,
+            "p_alive": x["bg_p_alive"].to_numpy(),
+            "expected_purchases": self.expected_purchases(x),
+            "expected_spend": spend,
+            "spend_p10": interval["p10"], "spend_p50": interval["p50"],
+            "spend_p90": interval["p90"],
+            "clv": clv_mean, "clv_p10": value["p10"], "clv_p50": value["p50"],
+            "clv_p90": value["p90"],
+            "value_at_risk": churn * clv_mean,
+        })
+        if reasons:
+            why = explain(self.churn.contributions(x[self.churn.feature_names_in_]), x)
+            out["reasons_raising"] = ["; ".join(w["raising"]) for w in why]
+            out["reasons_lowering"] = ["; ".join(w["lowering"]) for w in why]
+        else:
+            out["reasons_raising"] = out["reasons_lowering"] = ""
+        out["churn_model"] = self.churn_choice
+        out["purchases_model"] = self.purchases_choice
+        out["spend_model"] = self.spend_choice
+        return out[list(SCORE_COLUMNS)]

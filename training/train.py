@@ -1,0 +1,241 @@
+"""The training job: cutoffs → features and labels → components → models → out-of-time evaluation.
+
+Stage 1 fits every model on the training cutoffs and chooses, per target, the best of our
+XGBoost model and its components on the validation cutoff (so the served forecast is never worse
+than its best component there). Stage 2 refits on training + validation cutoffs; that is the
+registered model, and the test cutoff, whose label window nobody has seen, grades it against the
+baselines in the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from training import clv
+from training import evaluate as ev
+from training.baselines import RFMLogistic
+from training.churn import ChurnClassifier
+from training.components import COMPONENT_FEATURES, Components, component_features, fit_components
+from training.data import FEATURES, Cutoffs, build_frames, plan_cutoffs
+from training.purchases import PurchasesRegressor
+from training.scorer import CustomerScorer
+from training.spend import SpendRegressor
+
+OURS = "ours"
+CHURN_BASELINES = ("recency_rule", "rfm_logistic", "bg_nbd", "pareto_nbd")
+COUNT_BASELINES = ("bg_nbd", "pareto_nbd")
+VALUE_BASELINES = ("bg_nbd_gg", "pareto_nbd_gg")
+
+
+class TrainConfig(BaseModel):
+    """Settings of one training run (a YAML file or CLI options)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_days: int = 90
+    test_as_of: dt.date | None = None
+    n_train_cutoffs: int = 3
+    lookback_days: int = 365
+    clv_horizon_days: int = 365
+    discount_rate: float = 0.10
+    interval_target: float = 0.80
+    n_estimators: int = 300
+    max_depth: int = 4
+    learning_rate: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    """The registered scorer and everything the run reports about it."""
+
+    scorer: CustomerScorer
+    cutoffs: Cutoffs
+    metrics: dict[str, dict[str, float]]
+    grades: dict[str, dict]
+    selection: dict[str, dict[str, float]]
+    test: pd.DataFrame
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    churn_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    component_params: dict[str, float] = field(default_factory=dict)
+
+
+def _xgb(cfg: TrainConfig) -> dict[str, object]:
+    return dict(n_estimators=cfg.n_estimators, max_depth=cfg.max_depth,
+                learning_rate=cfg.learning_rate, random_state=cfg.seed)
+
+
+def _fit_models(frame: pd.DataFrame, cfg: TrainConfig, columns: list[str]):
+    x = frame[columns]
+    churn = ChurnClassifier(**_xgb(cfg)).fit(x, frame["churned"].astype(int),
+                                             groups=frame["as_of"].astype(str))
+    purchases = PurchasesRegressor(**_xgb(cfg)).fit(x, frame["n_purchases"])
+    spend = SpendRegressor(**_xgb(cfg)).fit(x, frame["spend"])
+    rfm = RFMLogistic().fit(frame, frame["churned"].astype(int))
+    return churn, purchases, spend, rfm
+
+
+def train(
+    transactions: pd.DataFrame,
+    cfg: TrainConfig,
+    *,
+    data_end: dt.date | None = None,
+    step: Callable[[str], None] = lambda _: None,
+) -> TrainResult:
+    """Run the whole job on canonical (validated) transactions."""
+    ts = transactions["timestamp"]
+    data_start = ts.min().date()
+    data_end = data_end or (ts.max().normalize() + pd.Timedelta(days=1)).date()
+    cutoffs = plan_cutoffs(data_start, data_end, cfg.horizon_days, test_as_of=cfg.test_as_of,
+                           n_train=cfg.n_train_cutoffs)
+    step(f"features for {len(cutoffs.train) + 2} cutoffs")
+    frames = build_frames(transactions, [*cutoffs.train, cutoffs.validation, cutoffs.test],
+                          cfg.horizon_days, data_end=data_end, lookback_days=cfg.lookback_days)
+    step("BTYD components per cutoff")
+    comps: dict[dt.date, Components] = {d: fit_components(f) for d, f in frames.items()}
+    stacked = {d: component_features(f, comps[d], cfg.horizon_days) for d, f in frames.items()}
+    columns = [*FEATURES, *COMPONENT_FEATURES]
+
+    step("stage 1: fit on training cutoffs, choose on validation")
+    train_df = pd.concat([stacked[d] for d in cutoffs.train], ignore_index=True)
+    churn, purchases, spend, rfm = _fit_models(train_df, cfg, columns)
+    val = stacked[cutoffs.validation]
+    selection = _select(val, churn, purchases, spend, rfm, columns)
+    choices = {k: min(v, key=v.get) for k, v in selection.items()}
+    stage1 = CustomerScorer(list(FEATURES), comps[cutoffs.validation], churn, purchases, spend,
+                            rfm, cfg.horizon_days, choices["churn"], choices["purchases"],
+                            choices["spend"])
+    centre = stage1.expected_spend(val)
+    draws = clv.simulate_spend(comps[cutoffs.validation], val, cfg.horizon_days,
+                               seed=cfg.seed)
+    levels = clv.calibrate_levels(draws, centre, val["spend"].to_numpy(), cfg.interval_target)
+
+    step("stage 2: refit on training + validation cutoffs")
+    final_df = pd.concat([stacked[d] for d in cutoffs.final_train], ignore_index=True)
+    churn, purchases, spend, rfm = _fit_models(final_df, cfg, columns)
+    scorer = CustomerScorer(
+        list(FEATURES), comps[cutoffs.validation], churn, purchases, spend, rfm,
+        cfg.horizon_days, choices["churn"], choices["purchases"], choices["spend"], levels,
+        cfg.clv_horizon_days, cfg.discount_rate,
+        metadata={"cutoffs": cutoffs.as_dict(), "data_end": data_end.isoformat(),
+                  "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+    )
+
+    step("out-of-time evaluation on the test cutoff")
+    test = frames[cutoffs.test]
+    scores = scorer.score(test, reasons=False)
+    own = stacked[cutoffs.test]
+    threshold, _ = ev.best_recency_rule(final_df["days_since_last"], final_df["churned"])
+    metrics, tables, churn_scores = _evaluate(test, own, scores, rfm, threshold)
+    tables.update(_tracking(transactions, test, comps[cutoffs.test], cutoffs.test,
+                            cfg.horizon_days, scores["expected_purchases"].sum()))
+    grades = ev.grade_report(metrics, OURS, [*CHURN_BASELINES, *VALUE_BASELINES])
+    tables["selection"] = pd.DataFrame(selection).T
+    evaluated = test.assign(**{f"score_{c}": scores[c] for c in scores.columns
+                               if c not in ("customer_id", "as_of")})
+    params = {f"test_{k}": v for k, v in comps[cutoffs.test].params().items()}
+    params.update({f"served_{k}": v for k, v in comps[cutoffs.validation].params().items()})
+    metrics[OURS]["recency_rule_days"] = threshold
+    return TrainResult(scorer, cutoffs, metrics, grades, selection, evaluated, tables,
+                       churn_scores, params)
+
+
+def _tracking(transactions: pd.DataFrame, test: pd.DataFrame, comp: Components,
+              as_of: dt.date, horizon_days: int, ours_total: float) -> dict[str, pd.DataFrame]:
+    """Weekly purchase days of the test population in the label window, actual vs expected.
+
+    BTYD curves come from E[X(t)] at week ends; ours spreads its horizon total like BG/NBD.
+    """
+    start = pd.Timestamp(as_of)
+    end = start + pd.Timedelta(days=horizon_days)
+    tx = transactions[(transactions["timestamp"] >= start) & (transactions["timestamp"] < end)
+                      & ~transactions["is_return"]
+                      & transactions["customer_id"].isin(set(test["customer_id"]))]
+    days = tx.assign(day=tx["timestamp"].dt.floor("D"))[["customer_id", "day"]].drop_duplicates()
+    week = ((days["day"] - start).dt.days // 7).to_numpy()
+    weeks = np.arange(int(np.ceil(horizon_days / 7)))
+    actual = pd.Series(np.bincount(week, minlength=len(weeks))[: len(weeks)], index=weeks)
+    f, r, t = (test[c].to_numpy(dtype="float64") for c in ("frequency", "recency", "T"))
+    ends = np.minimum((weeks + 1) * 7.0, horizon_days)
+    curves = {}
+    for name, model in (("bg_nbd", comp.bg), ("pareto_nbd", comp.pnbd)):
+        cum = np.array([model.expected_purchases(e, f, r, t).sum() for e in ends])
+        curves[name] = np.diff(cum, prepend=0.0)
+    bg_total = curves["bg_nbd"].sum()
+    curves[OURS] = curves["bg_nbd"] * (ours_total / bg_total if bg_total > 0 else 0.0)
+    return {f"tracking_{k}": ev.tracking_table(actual, pd.Series(v, index=weeks))
+            for k, v in curves.items()}
+
+
+def _select(val: pd.DataFrame, churn, purchases, spend, rfm, columns) -> dict[str, dict]:
+    """Validation errors of each candidate per target (lower is better; churn: 1 - AUC)."""
+    y = val["churned"].astype(int)
+    auc = {
+        "xgboost": ev.churn_metrics(y, churn.predict_proba(val[columns]))["roc_auc"],
+        "rfm_logistic": ev.churn_metrics(y, rfm.predict_proba(val))["roc_auc"],
+        "bg_nbd": ev.churn_metrics(y, val["bg_p_zero"])["roc_auc"],
+    }
+    n = val["n_purchases"]
+    mae = {
+        "xgboost": ev.purchase_metrics(n, purchases.predict(val[columns]))["mae"],
+        "bg_nbd": ev.purchase_metrics(n, val["bg_expected"])["mae"],
+        "pareto_nbd": ev.purchase_metrics(n, val["pnbd_expected"])["mae"],
+    }
+    s = val["spend"]
+    spend_mae = {
+        "xgboost": ev.value_metrics(s, spend.predict(val[columns]))["mae"],
+        "bg_gg": ev.value_metrics(s, val["bg_expected"] * val["gg_spend"])["mae"],
+    }
+    return {"churn": {k: 1 - v for k, v in auc.items()}, "purchases": mae, "spend": spend_mae}
+
+
+def _evaluate(test: pd.DataFrame, own: pd.DataFrame, scores: pd.DataFrame, rfm: RFMLogistic,
+              threshold: float) -> tuple[dict, dict[str, pd.DataFrame], dict[str, np.ndarray]]:
+    """Our scores and every baseline's on the test cutoff, in one metrics dict."""
+    y = test["churned"].astype(int).to_numpy()
+    n = test["n_purchases"].to_numpy(dtype="float64")
+    spend = test["spend"].to_numpy(dtype="float64")
+    churn_scores = {
+        OURS: scores["churn_probability"].to_numpy(),
+        "recency_rule": ev.recency_score(test["days_since_last"]),
+        "rfm_logistic": rfm.predict_proba(test),
+        "bg_nbd": own["bg_p_zero"].to_numpy(),
+        "pareto_nbd": 1.0 - own["pnbd_p_alive"].to_numpy(),
+    }
+    counts = {OURS: scores["expected_purchases"].to_numpy(),
+              "bg_nbd": own["bg_expected"].to_numpy(),
+              "pareto_nbd": own["pnbd_expected"].to_numpy()}
+    values = {OURS: scores["expected_spend"].to_numpy(),
+              "bg_nbd_gg": (own["bg_expected"] * own["gg_spend"]).to_numpy(),
+              "pareto_nbd_gg": (own["pnbd_expected"] * own["gg_spend"]).to_numpy()}
+    metrics: dict[str, dict[str, float]] = {}
+    for name, p in churn_scores.items():
+        m = ev.churn_metrics(y, p)
+        metrics.setdefault(name, {}).update({f"churn.{k}": v for k, v in m.items()})
+    rule = ev.recency_rule(test["days_since_last"], threshold)
+    metrics["recency_rule"]["churn.brier"] = float(np.mean((rule - y) ** 2))
+    metrics["recency_rule"]["churn.ece"] = float("nan")
+    for name, e in counts.items():
+        m = ev.purchase_metrics(n, e)
+        metrics.setdefault(name, {}).update({f"purchases.{k}": v for k, v in m.items()})
+    for name, v in values.items():
+        extra = ({"p10": scores["spend_p10"], "p90": scores["spend_p90"]} if name == OURS
+                 else {})
+        m = ev.value_metrics(spend, v, **extra)
+        metrics.setdefault(name, {}).update({f"value.{k}": val for k, val in m.items()})
+    freq = test["frequency"].to_numpy()
+    tables = {
+        f"actual_vs_expected_{k}": ev.actual_vs_expected_by_frequency(freq, n, e)
+        for k, e in counts.items()
+    }
+    tables.update({f"deciles_{k}": ev.decile_table(spend, v) for k, v in values.items()})
+    tables.update({f"gain_{k}": ev.gain_curve(y, p) for k, p in churn_scores.items()})
+    tables.update({f"reliability_{k}": ev.reliability_table(y, p)
+                   for k, p in churn_scores.items() if k != "recency_rule"})
+    return metrics, tables, churn_scores
