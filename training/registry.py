@@ -185,6 +185,7 @@ def log_training(result, cfg, lineage: dict[str, object], figures: dict) -> tupl
     """One MLflow run: params, metrics, plots, tables, grades, lineage, card, model version."""
     import matplotlib.pyplot as plt
 
+    lo, hi = result.scorer.interval_levels
     with mlflow.start_run(run_name=f"train-{result.cutoffs.test}") as run:
         mlflow.log_params({**cfg.model_dump(mode="json"),
                            "cutoffs_train": ",".join(result.cutoffs.as_dict()["train"]),
@@ -193,7 +194,7 @@ def log_training(result, cfg, lineage: dict[str, object], figures: dict) -> tupl
                            "churn_model": result.scorer.churn_choice,
                            "purchases_model": result.scorer.purchases_choice,
                            "spend_model": result.scorer.spend_choice,
-                           "interval_levels": "{:.3f},{:.3f}".format(*result.scorer.interval_levels)})
+                           "interval_levels": f"{lo:.3f},{hi:.3f}"})
         mlflow.log_params({f"lineage_{k}": v for k, v in lineage.items()})
         mlflow.log_params({k: round(v, 6) for k, v in result.component_params.items()})
         flat = {f"{model}.{name}": float(value)
