@@ -14,11 +14,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
-## run: the main job on the embedded default (synthetic data -> validation -> features)
+## run: the main job on the embedded default: synthetic data -> validation -> features ->
+## models evaluated out of time -> MLflow run + registered champion (./mlruns)
 run: venv
 	$(BIN)/retention demo-data --out $(DEMO) --customers 5000 --seed 0
 	$(BIN)/retention features build --source $(DEMO)/transactions.yaml \
 		--as-of 2023-04-01,2023-07-01,2023-10-01 --horizon 90d --out $(DEMO)/features
+	$(BIN)/retention train --source $(DEMO)/transactions.yaml --horizon 90d --promote
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
 
 ## test: every test (starts a throwaway PostgreSQL on loopback), then ruff
 test: venv
@@ -34,4 +37,4 @@ bench: venv
 	$(BIN)/python bench/bench_features.py
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache
+	rm -rf $(VENV) data mlruns .pytest_cache .ruff_cache

@@ -56,7 +56,13 @@ def plan_cutoffs(
     n_train: int = 3,
     min_history_days: int = 120,
 ) -> Cutoffs:
-    """Pick test, validation and training cutoffs inside [data_start + history, data_end - H]."""
+    """Pick test, validation and training cutoffs inside [data_start + history, data_end - H].
+
+    Training cutoffs sit every H days before validation, so no training label window overlaps
+    validation's. When the history is too short for that (CDNOW's supervised form), they sit
+    every 30 days instead: their label windows then overlap validation's (selection is a little
+    optimistic, said in `notes`), while every one still ends before the test as_of.
+    """
     h = dt.timedelta(days=horizon_days)
     test = test_as_of or (data_end - h)
     if test + h > data_end:
@@ -64,18 +70,23 @@ def plan_cutoffs(
                         f"data ({data_end})")
     earliest = data_start + dt.timedelta(days=min_history_days)
     validation = test - h
-    candidates = [validation - h * (i + 1) for i in range(n_train)]
-    year_before = test - dt.timedelta(days=364)
-    notes = []
-    if year_before + h <= validation and year_before >= earliest:
-        candidates.append(year_before)
-        notes.append(f"includes {year_before}, the same season a year before the test as_of")
-    train = tuple(sorted({c for c in candidates if c >= earliest}))
-    if validation < earliest or not train:
+    if validation < earliest + dt.timedelta(days=1):
         raise DataError(
             f"not enough history for {horizon_days}-day labels: data {data_start}..{data_end} "
             f"leaves no training cutoff before validation {validation}"
         )
+    notes = []
+    step = h
+    if validation - h < earliest:
+        step = dt.timedelta(days=30)
+        notes.append("training cutoffs every 30 days: their labels overlap validation's, "
+                     "not the test's")
+    candidates = [validation - step * (i + 1) for i in range(n_train)]
+    year_before = test - dt.timedelta(days=364)
+    if year_before + h <= validation and year_before >= earliest:
+        candidates.append(year_before)
+        notes.append(f"includes {year_before}, the same season a year before the test as_of")
+    train = tuple(sorted({c for c in candidates if c >= earliest}))
     return Cutoffs(train, validation, test, horizon_days, notes)
 
 

@@ -190,7 +190,8 @@ def tracking_table(actual_by_period: pd.Series, expected_by_period: pd.Series) -
     in only one series count 0 in the other. Columns actual, expected, cumulative_actual,
     cumulative_expected; index `period`, sorted.
     """
-    out = (pd.concat({"actual": actual_by_period, "expected": expected_by_period}, axis=1)
+    out = (pd.concat({"actual": actual_by_period, "expected": expected_by_period}, axis=1,
+                     sort=True)
            .sort_index().fillna(0.0).astype(float))
     out["cumulative_actual"] = out.actual.cumsum()
     out["cumulative_expected"] = out.expected.cumsum()

@@ -10,10 +10,10 @@ import pandas as pd
 
 def _fmt(name: str, v: float, row: pd.Series) -> str:
     if name in ("days_since_last", "overdue_ratio", "gap_mean"):
-        days = row.get("days_since_last", float("nan"))
-        ratio = row.get("overdue_ratio", float("nan"))
+        days = _num(row.get("days_since_last"))
+        ratio = _num(row.get("overdue_ratio"))
         text = f"no purchase for {days:.0f} days"
-        if isinstance(ratio, float) and math.isfinite(ratio):
+        if math.isfinite(ratio):
             text += f", {ratio:.1f}x the usual gap"
         return text
     templates = {
@@ -43,34 +43,50 @@ def _fmt(name: str, v: float, row: pd.Series) -> str:
     for w in (30, 90, 180, 365):
         templates[f"orders_{w}d"] = "{v:.0f} orders in the last " + f"{w} days"
         templates[f"spend_{w}d"] = "{v:,.0f} spent in the last " + f"{w} days"
-    if not (isinstance(v, float | int) and math.isfinite(v)):
-        return f"no {name.replace('_', ' ')} yet"
+    if not math.isfinite(v):
+        return f"too few purchases to measure {name.replace('_', ' ')}"
     template = templates.get(name, name.replace("_", " ") + " {v:.2f}")
     return template.format(v=v, dir="down" if v < 0 else "up")
+
+
+# Features that say the same thing to a person share a family; the first member names it.
+FAMILIES: dict[str, str] = {
+    "overdue_ratio": "days_since_last", "gap_mean": "days_since_last",
+    "r_score": "days_since_last",
+    "pnbd_expected": "bg_expected", "pnbd_p_alive": "bg_p_alive", "bg_p_zero": "bg_p_alive",
+    "tenure_days": "T",
+}
 
 
 def explain(contrib: pd.DataFrame, features: pd.DataFrame, up: int = 3,
             down: int = 2) -> list[dict[str, list[str]]]:
     """Per row: the top factors raising and lowering the churn score, in words.
 
-    Factors that say the same thing (days since last purchase, overdue ratio) are merged.
+    Contributions of features that say the same thing (days since last purchase, overdue
+    ratio; the BTYD models' alive and expected-purchase estimates) are summed into one factor,
+    so a factor appears once, on the side its total pushes.
     """
     names = [c for c in contrib.columns if c != "bias"]
-    values = contrib[names].to_numpy()
+    family = [FAMILIES.get(n, n) for n in names]
+    grouped = contrib[names].T.groupby(family, sort=False).sum().T
+    keys = list(grouped.columns)
+    values = grouped.to_numpy()
     out = []
-    for i in range(len(contrib)):
+    for i in range(len(grouped)):
         row = features.iloc[i]
         order = np.argsort(-values[i])
         result: dict[str, list[str]] = {"raising": [], "lowering": []}
-        for key, idx, limit, sign in (("raising", order, up, 1), ("lowering", order[::-1], down,
-                                                                    -1)):
-            seen = set()
+        for key, idx, limit, sign in (("raising", order, up, 1),
+                                      ("lowering", order[::-1], down, -1)):
             for j in idx:
-                if sign * values[i, j] <= 0 or len(result[key]) >= limit:
-                    continue
-                text = _fmt(names[j], row.get(names[j], float("nan")), row)
-                if text not in seen:
-                    seen.add(text)
-                    result[key].append(text)
+                if sign * values[i, j] > 0 and len(result[key]) < limit:
+                    result[key].append(_fmt(keys[j], _num(row.get(keys[j])), row))
         out.append(result)
     return out
+
+
+def _num(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
