@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := data/demo
 
-.PHONY: run test lint bench venv clean
+.PHONY: run test lint bench bench-accuracy venv clean
 
 venv: $(VENV)/.installed
 
@@ -32,9 +32,14 @@ test: venv
 lint: venv
 	$(BIN)/ruff check .
 
-## bench: feature-build benchmarks, results in bench/RESULTS.md
+## bench: speed benchmarks (feature build, BTYD fit), results in bench/RESULTS.md
 bench: venv
 	$(BIN)/python bench/bench_features.py
+	$(BIN)/python bench/bench_btyd.py
+
+## bench-accuracy: out-of-time accuracy on CDNOW and Online Retail II vs every baseline
+bench-accuracy: venv
+	$(BIN)/python bench/bench_accuracy.py
 
 clean:
 	rm -rf $(VENV) data mlruns .pytest_cache .ruff_cache

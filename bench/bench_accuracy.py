@@ -1,0 +1,155 @@
+"""Accuracy of the training job, out of time, against every baseline in the same run.
+
+Protocols from DESIGN.md: CDNOW paper form (BTYD only, as_of 1997-10-01, 273 days), CDNOW
+supervised form (as_of 1998-01-01, 181 days), Online Retail II (as_of 2011-09-10, 90 days).
+lifetimes' fitters run on the same summaries as the peer implementation.
+Writes its section of bench/RESULTS.md. Run: `python bench/bench_accuracy.py`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from results_file import write_section
+from rich.console import Console
+
+from features import engine
+from features.config import load_source_config
+from features.validate import load
+from training import evaluate as ev
+from training.btyd import BetaGeoModel, ParetoNBDModel
+from training.train import OURS, TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ROOT / "configs" / "sources"
+console = Console()
+COLUMNS = [("churn.roc_auc", "ROC-AUC"), ("churn.pr_auc", "PR-AUC"), ("churn.brier", "Brier"),
+           ("churn.top_decile_lift", "lift@10%"), ("purchases.mae", "purch. MAE"),
+           ("purchases.rmse", "purch. RMSE"), ("purchases.aggregate_error", "purch. agg. err"),
+           ("value.normalized_gini", "value Gini"), ("value.spearman", "value Spearman"),
+           ("value.interval_coverage", "P10-P90 cover")]
+
+
+def accepted(name: str):
+    return load(load_source_config(SOURCES / f"{name}.yaml")).accepted
+
+
+def paper_form() -> tuple[list[str], dict[str, float]]:
+    """CDNOW BTYD reproduction: calibration to 1997-09-30, holdout 273 days."""
+    from lifetimes import BetaGeoFitter, ParetoNBDFitter
+
+    tx = accepted("cdnow")
+    as_of, h = dt.date(1997, 10, 1), 273
+    tables = engine.prepare(engine.connect(), tx, data_end=dt.date(1998, 7, 1))
+    f = engine.feature_table(tables, as_of, h).to_pandas()
+    x, r, t = (f[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T"))
+    actual = f["n_purchases"].to_numpy(dtype=float)
+    rows, out = [], {}
+    fits = {
+        "ours BG/NBD": BetaGeoModel().fit(x, r, t),
+        "ours Pareto/NBD": ParetoNBDModel().fit(x, r, t),
+    }
+    peers = {"lifetimes BG/NBD": BetaGeoFitter().fit(x, r, t),
+             "lifetimes Pareto/NBD": ParetoNBDFitter().fit(x, r, t)}
+    preds = {k: m.expected_purchases(h, x, r, t) for k, m in fits.items()}
+    preds.update({k: np.asarray(m.conditional_expected_number_of_purchases_up_to_time(h, x, r, t))
+                  for k, m in peers.items()})
+    rows.append("| model | forecast repeat purchase days | actual | MAE | RMSE | aggregate error |")
+    rows.append("|---|---:|---:|---:|---:|---:|")
+    for name, p in preds.items():
+        m = ev.purchase_metrics(actual, p)
+        out[name] = m["mae"]
+        rows.append(f"| {name} | {p.sum():,.0f} | {actual.sum():,.0f} | {m['mae']:.4f} | "
+                    f"{m['rmse']:.4f} | {m['aggregate_error']:+.2%} |")
+    return rows, out
+
+
+def supervised(name: str, test_as_of: dt.date, horizon: int) -> tuple[list[str], dict]:
+    tx = accepted(name)
+    cfg = load_source_config(SOURCES / f"{name}.yaml")
+    start = time.perf_counter()
+    result = train(tx, TrainConfig(horizon_days=horizon, test_as_of=test_as_of),
+                   data_end=cfg.extracted_at.date() if cfg.extracted_at else None,
+                   step=lambda s: console.print(f"  {name}: {s}"))
+    seconds = time.perf_counter() - start
+    models = [OURS, "recency_rule", "rfm_logistic", "bg_nbd", "pareto_nbd", "bg_nbd_gg",
+              "pareto_nbd_gg"]
+    rows = [f"Cutoffs: {result.cutoffs.as_dict()}; {'; '.join(result.cutoffs.notes) or ''}",
+            f"Served components: churn={result.scorer.churn_choice}, "
+            f"purchases={result.scorer.purchases_choice}, spend={result.scorer.spend_choice}; "
+            f"test customers {len(result.test):,}; training run {seconds:.0f} s.", "",
+            "| model | " + " | ".join(label for _, label in COLUMNS) + " |",
+            "|---|" + "---:|" * len(COLUMNS)]
+    for m in models:
+        vals = result.metrics.get(m, {})
+        cells = [f"{vals[k]:.4f}" if k in vals and vals[k] == vals[k] else "" for k, _ in COLUMNS]
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    rows += ["", f"Grade: **{result.grades['overall']['grade']}** — "
+             f"{result.grades['overall']['explanation']}"]
+    rows += [f"- {g['explanation']}" for k, g in result.grades.items() if k != "overall"]
+    return rows, result.metrics
+
+
+def main() -> None:
+    warnings.filterwarnings("ignore")
+    lines = ["## Accuracy, out of time (`bench/bench_accuracy.py`)", "",
+             f"One run on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Every model and baseline "
+             "below is evaluated on the same test cutoff in the same run; BTYD baselines are "
+             "fitted on the test cutoff's own calibration period.", ""]
+    console.print("CDNOW paper form")
+    rows, paper = paper_form()
+    lines += ["### CDNOW, paper form (as_of 1997-10-01, 273 days, 23,570 customers)", "", *rows,
+              ""]
+    console.print("CDNOW supervised form")
+    rows, cd = supervised("cdnow", dt.date(1998, 1, 1), 181)
+    lines += ["### CDNOW, supervised form (as_of 1998-01-01, 181 days)", "", *rows, ""]
+    console.print("Online Retail II")
+    rows, ort = supervised("online_retail_ii", dt.date(2011, 9, 10), 90)
+    lines += ["### Online Retail II (as_of 2011-09-10, 90 days)", "", *rows, ""]
+
+    def best(metrics, names, key):
+        return min(metrics[n][key] for n in names)
+
+    churn_best = max(ort[n]["churn.roc_auc"] for n in
+                     ("recency_rule", "rfm_logistic", "bg_nbd", "pareto_nbd"))
+    ort_btyd = best(ort, ("bg_nbd", "pareto_nbd"), "purchases.mae")
+    cd_btyd = best(cd, ("bg_nbd", "pareto_nbd"), "purchases.mae")
+    paper_btyd = min(v for k, v in paper.items() if k.startswith("lifetimes"))
+    cover = ort[OURS]["value.interval_coverage"]
+    targets = [
+        ("Online Retail churn ROC-AUC >= best baseline + 0.02",
+         f"{ort[OURS]['churn.roc_auc']:.4f} vs {churn_best:.4f}",
+         ort[OURS]["churn.roc_auc"] >= churn_best + 0.02),
+        ("Online Retail purchases MAE >= 5% below the best BTYD",
+         f"{ort[OURS]['purchases.mae']:.4f} vs {ort_btyd:.4f} "
+         f"({1 - ort[OURS]['purchases.mae'] / ort_btyd:+.1%})",
+         ort[OURS]["purchases.mae"] <= 0.95 * ort_btyd),
+        ("CDNOW supervised purchases MAE <= best BTYD",
+         f"{cd[OURS]['purchases.mae']:.4f} vs {cd_btyd:.4f}",
+         cd[OURS]["purchases.mae"] <= cd_btyd + 1e-12),
+        ("CDNOW paper form: our BTYD MAE <= lifetimes' best",
+         f"{min(paper['ours BG/NBD'], paper['ours Pareto/NBD']):.4f} vs {paper_btyd:.4f}",
+         min(paper["ours BG/NBD"], paper["ours Pareto/NBD"]) <= paper_btyd + 1e-6),
+        ("Online Retail P10-P90 covers 75-85% of actual spend", f"{cover:.1%}",
+         0.75 <= cover <= 0.85),
+    ]
+    lines[4:4] = ["### Targets", "", "| target | measured | |", "|---|---|---|",
+                  *[f"| {n} | {m} | {'met' if ok else '**MISSED**'} |" for n, m, ok in targets],
+                  ""]
+    versions = ", ".join(f"{p} {metadata.version(p)}" for p in
+                         ("xgboost-cpu", "scikit-learn", "scipy", "pandas", "lifetimes"))
+    lines += ["### Environment", "", f"- Python {platform.python_version()}; {versions}",
+              "- Reproduce: `make bench-accuracy` (`python bench/bench_accuracy.py`)"]
+    write_section("accuracy", "\n".join(lines))
+    for n, m, ok in targets:
+        console.print(f"{'met' if ok else 'MISSED'}: {n}: {m}")
+
+
+if __name__ == "__main__":
+    main()
