@@ -117,6 +117,7 @@ def customer_features(
         gap_std=ibis._.gap.std(how="sample")
     )
     h = days.filter(days.day < a)
+    last_year = (h.day >= a - 365) & (h.day < a - 365 + 90)
     aggs = {
         "total_orders": h.n_orders.sum(),
         "gross_sales": h.sales.sum(),
@@ -124,6 +125,8 @@ def customer_features(
         "items": h.items.sum(),
         "sales_last_90": h.sales.sum(where=h.day >= a - 90).fill_null(0.0),
         "sales_prev_90": h.sales.sum(where=(h.day >= a - 180) & (h.day < a - 90)).fill_null(0.0),
+        "orders_next90_ly": h.n_orders.sum(where=last_year).fill_null(0),
+        "spend_next90_ly": (h.sales + h.refunds).sum(where=last_year).fill_null(0.0),
     }
     for w in WINDOWS:
         recent = h.day >= a - w
@@ -150,6 +153,8 @@ def customer_features(
         tenure_days=(a - f.first_day).cast("int32"),
         **{f"orders_{w}d": f[f"orders_{w}d"].cast("int64") for w in WINDOWS},
         **{f"spend_{w}d": f[f"spend_{w}d"] for w in WINDOWS},
+        orders_next90_ly=f.orders_next90_ly.cast("int64"),
+        spend_next90_ly=f.spend_next90_ly,
         total_orders=f.total_orders.cast("int64"),
         total_spend=gross + f.refunds,
         avg_order_value=ibis.ifelse(f.total_orders > 0, gross / f.total_orders, None),

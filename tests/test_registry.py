@@ -63,7 +63,7 @@ def test_registered_pyfunc_scores_feature_rows_like_the_scorer(trained, store):
     log(trained, home=store)
     registry.promote()
     model = registry.load_champion()
-    rows = result.test[["customer_id", *result.scorer.features]].head(8)
+    rows = result.test[result.scorer.input_columns].head(8)
     got = model.predict(rows)
     want = result.scorer.score(rows)
     pd.testing.assert_frame_equal(got.reset_index(drop=True), want, check_dtype=False)
@@ -124,7 +124,7 @@ def test_real_mlflow_server_backed_by_postgres(trained, pg_url, tmp_path, monkey
         assert registry.promote() == f"champion is now v{version}"
         assert mlflow.get_run(run_id).data.metrics["ours.purchases.mae"] > 0
         _, result, _ = trained
-        rows = result.test[["customer_id", *result.scorer.features]].head(3)
+        rows = result.test[result.scorer.input_columns].head(3)
         assert len(registry.load_champion().predict(rows)) == 3
         with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/mlflow_test") as conn:
             count = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]

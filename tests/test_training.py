@@ -91,7 +91,7 @@ def test_scores_are_consistent(result):
 
 def test_scorer_gives_reasons_in_words(result):
     rows = result.test.head(20)
-    scores = result.scorer.score(rows[["customer_id", *result.scorer.features]])
+    scores = result.scorer.score(rows[result.scorer.input_columns])
     risky = scores.sort_values("churn_probability").iloc[-1]
     assert risky["reasons_raising"]
     assert set(scores.columns) >= {"churn_probability", "clv_p50", "value_at_risk"}

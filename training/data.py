@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from features import engine
@@ -22,8 +23,10 @@ FEATURES: tuple[str, ...] = (
     "spend_30d", "spend_90d", "spend_180d", "spend_365d",
     "total_orders", "total_spend", "avg_order_value", "basket_size", "distinct_products",
     "gap_mean", "gap_std", "overdue_ratio", "trend_90d", "return_rate",
-    "r_score", "f_score", "m_score",
+    "r_score", "f_score", "m_score", "orders_next90_ly", "spend_next90_ly",
+    "season_sin", "season_cos",
 )
+SEASON: tuple[str, ...] = ("season_sin", "season_cos")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,14 @@ def plan_cutoffs(
     return Cutoffs(train, validation, test, horizon_days, notes)
 
 
+def add_season(frame: pd.DataFrame) -> pd.DataFrame:
+    """Day of year of each row's as_of on the unit circle: retail is seasonal, and the same
+    season a year earlier is among the training cutoffs only if the model can tell it apart."""
+    day = pd.to_datetime(frame["as_of"]).dt.dayofyear.to_numpy(dtype="float64")
+    angle = 2 * np.pi * day / 365.25
+    return frame.assign(season_sin=np.sin(angle), season_cos=np.cos(angle))
+
+
 def build_frames(
     transactions: pd.DataFrame,
     as_ofs: list[dt.date],
@@ -106,5 +117,6 @@ def build_frames(
         frame = engine.feature_table(tables, as_of, horizon_days, lookback_days).to_pandas()
         frame = frame[frame["in_population"]].reset_index(drop=True)
         frame["as_of"] = as_of
+        frame = add_season(frame)
         frames[as_of] = frame
     return frames

@@ -215,6 +215,6 @@ def log_training(result, cfg, lineage: dict[str, object], figures: dict) -> tupl
                 "value_gini": ours["value.normalized_gini"],
                 "test_as_of": result.cutoffs.test.isoformat(),
                 "grade": result.grades["overall"]["grade"]}
-        example = result.test[["customer_id", *result.scorer.features]].head(5)
+        example = result.test[result.scorer.input_columns].head(5).astype({"as_of": str})
         version = log_model(result.scorer, example, tags)
         return run.info.run_id, version

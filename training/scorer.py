@@ -15,6 +15,7 @@ from training import clv
 from training.baselines import RFMLogistic
 from training.churn import ChurnClassifier
 from training.components import Components, component_features
+from training.data import SEASON, add_season
 from training.purchases import PurchasesRegressor
 from training.reasons import explain
 from training.spend import SpendRegressor
@@ -47,11 +48,19 @@ class CustomerScorer:
     draws: int = 200
     metadata: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def input_columns(self) -> list[str]:
+        """Columns a caller sends: the feature table's, as `features build` writes them."""
+        return ["customer_id", "as_of", *(f for f in self.features if f not in SEASON)]
+
     def stacked(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Feature rows plus the BTYD component columns."""
-        missing = [c for c in ("customer_id", *self.features) if c not in frame.columns]
+        """Feature rows plus season (from as_of; the data end when absent) and BTYD columns."""
+        missing = [c for c in self.input_columns if c not in frame.columns and c != "as_of"]
         if missing:
             raise ValueError(f"feature rows: missing columns {missing}")
+        if "as_of" not in frame.columns:
+            frame = frame.assign(as_of=self.metadata.get("data_end"))
+        frame = add_season(frame)
         return component_features(frame, self.components, self.horizon_days)
 
     def churn_probability(self, x: pd.DataFrame) -> np.ndarray:

@@ -45,9 +45,9 @@ class TrainConfig(BaseModel):
     clv_horizon_days: int = 365
     discount_rate: float = 0.10
     interval_target: float = 0.80
-    n_estimators: int = 300
-    max_depth: int = 4
-    learning_rate: float = 0.05
+    n_estimators: int = 600
+    max_depth: int = 3
+    learning_rate: float = 0.02
     seed: int = 0
 
 
