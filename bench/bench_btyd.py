@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import datetime as dt
 import gc
-import os
-import platform
 import pstats
 import statistics
 import sys
@@ -28,12 +25,12 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import ibis
 import pandas as pd
-from results_file import RESULTS, write_section
+from results_file import RESULTS, fmt, write_section
+from results_file import environment as machine
 
 from features import engine
 from features import pointintime as pit
@@ -174,28 +171,8 @@ def profile(f: pd.Series, r: pd.Series, t: pd.Series) -> tuple[list[tuple[str, f
 
 
 def environment() -> dict[str, str]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo", encoding="utf-8") as fh:
-        kb = int(next(line for line in fh if line.startswith("MemTotal")).split()[1])
-    env = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "CPU": f"{cpu} (/proc/cpuinfo model name)",
-        "cores": f"{os.cpu_count()} logical",
-        "RAM": f"{kb / 1024**2:.1f} GiB",
-        "OS": platform.platform(),
-        "Python": f"{platform.python_version()} ({sys.executable})",
-    }
-    env.update({p: metadata.version(p) for p in PACKAGES})
-    return env
-
-
-def fmt(x: float) -> str:
-    return f"{x:.3f}" if x < 10 else f"{x:.2f}"
+    """Machine, Python, package versions and the date."""
+    return machine(PACKAGES)
 
 
 def report(timings: dict[str, Timing], fits: dict[str, Fit], info: dict[str, object],

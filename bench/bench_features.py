@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,7 +29,6 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from itertools import count
 from pathlib import Path
 
@@ -41,7 +38,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from results_file import RESULTS, write_section
+from results_file import RESULTS, fmt, write_section
+from results_file import environment as machine
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -501,32 +499,11 @@ def run_small(n_customers: int, seed: int, repeats: int, progress: Progress) -> 
 
 
 def environment() -> dict[str, str]:
-    """Machine, Python, package versions and the date."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo", encoding="utf-8") as f:
-        kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+    """Machine, Python, package versions and the date (with DuckDB's thread count)."""
     con = duckdb.connect()
     threads = con.sql("SELECT current_setting('threads')").fetchone()
     con.close()
-    env = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "CPU": f"{cpu} (/proc/cpuinfo model name)",
-        "cores": f"{os.cpu_count()} logical (DuckDB threads: {threads[0] if threads else '?'})",
-        "RAM": f"{kb / 1024**2:.1f} GiB",
-        "OS": platform.platform(),
-        "Python": f"{platform.python_version()} ({sys.executable})",
-    }
-    env.update({p: metadata.version(p) for p in PACKAGES})
-    return env
-
-
-def fmt(x: float) -> str:
-    return f"{x:.3f}" if x < 10 else f"{x:.2f}"
+    return machine(PACKAGES, f" (DuckDB threads: {threads[0] if threads else '?'})")
 
 
 def timing_table(res: SetResult) -> list[str]:

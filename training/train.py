@@ -135,7 +135,8 @@ def train(
     metrics, tables, churn_scores = _evaluate(test, own, scores, rfm, threshold)
     tables.update(_tracking(transactions, test, comps[cutoffs.test], cutoffs.test,
                             cfg.horizon_days, scores["expected_purchases"].sum()))
-    grades = ev.grade_report(metrics, OURS, [*CHURN_BASELINES, *VALUE_BASELINES])
+    grades = ev.grade_report(metrics, OURS, [*CHURN_BASELINES, *VALUE_BASELINES],
+                             margins=(0.02, 0.005))
     tables["selection"] = pd.DataFrame(selection).T
     evaluated = test.assign(**{f"score_{c}": scores[c] for c in scores.columns
                                if c not in ("customer_id", "as_of")})
