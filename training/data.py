@@ -57,14 +57,16 @@ def plan_cutoffs(
     *,
     test_as_of: dt.date | None = None,
     n_train: int = 3,
+    step_days: int | None = None,
     min_history_days: int = 120,
 ) -> Cutoffs:
     """Pick test, validation and training cutoffs inside [data_start + history, data_end - H].
 
-    Training cutoffs sit every H days before validation, so no training label window overlaps
-    validation's. When the history is too short for that (CDNOW's supervised form), they sit
-    every 30 days instead: their label windows then overlap validation's (selection is a little
-    optimistic, said in `notes`), while every one still ends before the test as_of.
+    Training cutoffs sit every `step_days` (default H) from validation - H back, so no
+    training label window overlaps validation's. When the history is too short for that
+    (CDNOW's supervised form), they sit every `step_days` (default 30) from validation back:
+    their label windows then overlap validation's (selection is a little optimistic, said in
+    `notes`), while every one still ends before the test as_of.
     """
     h = dt.timedelta(days=horizon_days)
     test = test_as_of or (data_end - h)
@@ -79,12 +81,14 @@ def plan_cutoffs(
             f"leaves no training cutoff before validation {validation}"
         )
     notes = []
-    step = h
-    if validation - h < earliest:
-        step = dt.timedelta(days=30)
-        notes.append("training cutoffs every 30 days: their labels overlap validation's, "
-                     "not the test's")
-    candidates = [validation - step * (i + 1) for i in range(n_train)]
+    step = dt.timedelta(days=step_days or horizon_days)
+    first = validation - h
+    if first < earliest:
+        step = dt.timedelta(days=step_days or 30)
+        first = validation - step
+        notes.append(f"training cutoffs every {step.days} days from validation: their labels "
+                     "overlap validation's, not the test's")
+    candidates = [first - step * i for i in range(n_train)]
     year_before = test - dt.timedelta(days=364)
     if year_before + h <= validation and year_before >= earliest:
         candidates.append(year_before)
