@@ -265,6 +265,19 @@ class BaseModel(BaseEstimator):
         if int(self.max_iter) < 1:
             raise ValueError(f"max_iter: must be >= 1, got {self.max_iter}")
 
+    def _rfm_rows(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike,
+                  weights: ArrayLike | None) -> tuple[np.ndarray, ...]:
+        """Checked (x, t_x, T, weights) rows to fit: grouped by identical rows unless `group`
+        is off (then one row per customer with weight 1)."""
+        self._check_hyper()
+        x, tx, big_t = check_rfm(frequency, recency, T)
+        w = check_weights(weights, len(x))
+        if self.group:
+            (x, tx, big_t), w = group_rows([x, tx, big_t], w)
+        elif w is None:
+            w = np.ones_like(x)
+        return x, tx, big_t, w
+
     def _start(self, default: dict[str, float]) -> np.ndarray:
         """Log of the starting parameters: `initial_params` where given, else `default`."""
         start = dict(default)

@@ -21,9 +21,7 @@ from training.btyd.base import (
     check_durations,
     check_horizon,
     check_rfm,
-    check_weights,
     factorize,
-    group_rows,
     wsum,
 )
 
@@ -134,13 +132,7 @@ class BetaGeoModel(BaseModel):
     def fit(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike,
             weights: ArrayLike | None = None) -> BetaGeoModel:
         """Maximum-likelihood fit; `weights` optionally counts customers per row."""
-        self._check_hyper()
-        x, tx, big_t = check_rfm(frequency, recency, T)
-        w = check_weights(weights, len(x))
-        if self.group:
-            (x, tx, big_t), w = group_rows([x, tx, big_t], w)
-        elif w is None:
-            w = np.ones_like(x)
+        x, tx, big_t, w = self._rfm_rows(frequency, recency, T, weights)
         terms = _Terms.build(x, tx, big_t, w)
         mean_x = wsum(w, x) / terms.n
         mean_t = wsum(w, big_t) / terms.n

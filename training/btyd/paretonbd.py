@@ -30,9 +30,7 @@ from training.btyd.base import (
     check_durations,
     check_horizon,
     check_rfm,
-    check_weights,
     factorize,
-    group_rows,
     wsum,
 )
 
@@ -213,13 +211,7 @@ class ParetoNBDModel(BaseModel):
     def fit(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike,
             weights: ArrayLike | None = None) -> ParetoNBDModel:
         """Maximum-likelihood fit; `weights` optionally counts customers per row."""
-        self._check_hyper()
-        x, tx, big_t = check_rfm(frequency, recency, T)
-        w = check_weights(weights, len(x))
-        if self.group:
-            (x, tx, big_t), w = group_rows([x, tx, big_t], w)
-        elif w is None:
-            w = np.ones_like(x)
+        x, tx, big_t, w = self._rfm_rows(frequency, recency, T, weights)
         terms = _Terms.build(x, tx, big_t, w)
         mean_x = wsum(w, x) / terms.n
         mean_t = max(wsum(w, big_t) / terms.n, 1e-6)
