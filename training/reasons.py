@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 
-def _fmt(name: str, v: float, row: pd.Series) -> str:
+def _fmt(name: str, v: float, row: _Row) -> str:
     if name in ("days_since_last", "overdue_ratio", "gap_mean"):
-        days = _num(row.get("days_since_last"))
-        ratio = _num(row.get("overdue_ratio"))
+        days = row.get("days_since_last")
+        ratio = row.get("overdue_ratio")
         text = f"no purchase for {days:.0f} days"
         if math.isfinite(ratio):
             text += f", {ratio:.1f}x the usual gap"
@@ -71,22 +71,35 @@ def explain(contrib: pd.DataFrame, features: pd.DataFrame, up: int = 3,
     grouped = contrib[names].T.groupby(family, sort=False).sum().T
     keys = list(grouped.columns)
     values = grouped.to_numpy()
+    order = np.argsort(-values, axis=1, kind="stable")
+    columns = {k: _numbers(features[k]) for k in {*keys, "days_since_last", "overdue_ratio"}
+               if k in features}
     out = []
     for i in range(len(grouped)):
-        row = features.iloc[i]
-        order = np.argsort(-values[i])
+        row = _Row(columns, i)
         result: dict[str, list[str]] = {"raising": [], "lowering": []}
-        for key, idx, limit, sign in (("raising", order, up, 1),
-                                      ("lowering", order[::-1], down, -1)):
+        for key, idx, limit, sign in (("raising", order[i], up, 1),
+                                      ("lowering", order[i, ::-1], down, -1)):
             for j in idx:
-                if sign * values[i, j] > 0 and len(result[key]) < limit:
-                    result[key].append(_fmt(keys[j], _num(row.get(keys[j])), row))
+                if len(result[key]) == limit or sign * values[i, j] <= 0:
+                    break
+                result[key].append(_fmt(keys[j], row.get(keys[j]), row))
         out.append(result)
     return out
 
 
-def _num(v: object) -> float:
-    try:
-        return float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return float("nan")
+class _Row:
+    """One row of pre-extracted numeric columns, read like a Series (`row.get(name)`)."""
+
+    __slots__ = ("columns", "i")
+
+    def __init__(self, columns: dict[str, np.ndarray], i: int) -> None:
+        self.columns, self.i = columns, i
+
+    def get(self, name: str) -> float:
+        column = self.columns.get(name)
+        return float("nan") if column is None else float(column[self.i])
+
+
+def _numbers(column: pd.Series) -> np.ndarray:
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
