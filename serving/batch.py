@@ -1,0 +1,80 @@
+"""Scoring a whole feature snapshot: every score plus what a retention team filters on.
+
+Used by the service (at start and on every reload) and by `retention score` (the risk list to
+Parquet, CSV or PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.errors import DataError
+from serving.config import RiskBands
+from training.scorer import CustomerScorer
+
+CARRIED = ("rfm_segment", "value_tier", "days_since_last", "avg_order_value")
+
+
+def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
+           population: np.ndarray | None = None) -> pd.DataFrame:
+    """Add risk band and percentile (against `population`'s sorted churn probabilities, the
+    scored rows themselves by default), segment, tier and the expected next purchase date."""
+    out = scores.copy()
+    churn = out["churn_probability"].to_numpy(dtype="float64")
+    ranked = np.sort(churn) if population is None else population
+    out["risk_percentile"] = np.round(
+        100.0 * np.searchsorted(ranked, churn, side="right") / max(len(ranked), 1), 1)
+    out["risk_band"] = [bands.band(p) for p in churn]
+    for col in CARRIED:
+        out[col] = features[col].to_numpy() if col in features else None
+    expected = out["expected_purchases"].to_numpy(dtype="float64")
+    horizon = out["horizon_days"].to_numpy(dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wait = np.where(expected > 0, horizon * math.log(2) / expected, np.inf)
+    as_of = pd.to_datetime(out["as_of"], errors="coerce")
+    nxt = as_of + pd.to_timedelta(np.where(wait <= 365, np.ceil(wait), np.nan), unit="D")
+    out["expected_next_purchase"] = nxt.dt.strftime("%Y-%m-%d").where(nxt.notna(), None)
+    return out
+
+
+def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: RiskBands, *,
+                     chunk: int = 50_000, reasons: bool = True,
+                     progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+    """Score every row of a snapshot in chunks (bounded memory), then rank the population."""
+    if features.empty:
+        raise DataError("feature snapshot is empty: nothing to score")
+    features = features.reset_index(drop=True)
+    parts = []
+    for lo in range(0, len(features), chunk):
+        part = features.iloc[lo:lo + chunk]
+        parts.append(scorer.score(part, reasons=reasons))
+        if progress:
+            progress(len(part))
+    return enrich(pd.concat(parts, ignore_index=True), features, bands)
+
+
+def write_scores(scores: pd.DataFrame, out: str, table: str = "customer_scores") -> str:
+    """Write to .parquet, .csv or a PostgreSQL URL (table replaced); returns where."""
+    if out.startswith(("postgresql://", "postgres://")):
+        import sqlalchemy as sa
+
+        url = "postgresql+psycopg://" + out.split("://", 1)[1]
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            scores.to_sql(table, conn, if_exists="replace", index=False, chunksize=50_000,
+                          method="multi")
+        return f"{out} table {table}"
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        scores.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        scores.to_csv(path, index=False)
+    else:
+        raise DataError(f"{out}: --out must end in .parquet or .csv, or be a postgresql:// URL")
+    return str(path)

@@ -1,0 +1,88 @@
+"""Service configuration: one YAML file (pydantic-validated) named by $RETENTION_SERVE_CONFIG.
+
+`retention serve` writes it from its options; `bentoml serve serving.service:Retention` reads
+the same variable, so both start the same service.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.errors import DataError
+
+ENV = "RETENTION_SERVE_CONFIG"
+API_KEY_ENV = "RETENTION_API_KEY"
+
+
+class RiskBands(BaseModel):
+    """Churn-probability thresholds of the bands (calibrated, so they read as odds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    high: float = Field(0.6, gt=0, lt=1)
+    medium: float = Field(0.3, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskBands:
+        if self.medium >= self.high:
+            raise ValueError("risk_bands: medium must be below high")
+        return self
+
+    def band(self, p: float) -> str:
+        return "high" if p >= self.high else "medium" if p >= self.medium else "low"
+
+
+class ServeConfig(BaseModel):
+    """Where the service finds its model, features, offers, consent and campaign log."""
+
+    model_config = ConfigDict(extra="forbid")
+    features: Path | None = Field(
+        None, description="Feature table written by `features build` (latest as_of is served); "
+                          "with a Redis store, only used by `retention features publish`.")
+    store: str = Field("memory", description="'memory' (in-process, from `features`) or a "
+                                             "redis:// URL shared by replicas")
+    tracking_uri: str | None = Field(None, description="MLflow URI; default $MLFLOW_TRACKING_URI "
+                                                       "or ./mlruns")
+    model_alias: str = "champion"
+    offers: Path | None = Field(None, description="Offer catalogue YAML")
+    customers: Path | None = Field(None, description="Source config of the customers table "
+                                                     "(consent_<channel> columns)")
+    campaign_log: str = Field("sqlite:///data/campaign_log.db",
+                              description="SQLAlchemy URL of the campaign log (/feedback sink)")
+    api_key: str | None = Field(None, description=f"API key; ${API_KEY_ENV} overrides")
+    max_ids: int = Field(1000, ge=1, description="Most customer ids or rows in one request")
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    reload_seconds: float = Field(5.0, gt=0, description="How often to look for a new champion "
+                                                         "or feature snapshot")
+    risk_bands: RiskBands = RiskBands()
+
+    @model_validator(mode="after")
+    def _key(self) -> ServeConfig:
+        self.api_key = os.environ.get(API_KEY_ENV) or self.api_key
+        if not self.api_key:
+            raise ValueError(f"no API key: set api_key or ${API_KEY_ENV}")
+        if self.store == "memory" and self.features is None:
+            raise ValueError("features: required with the in-process store")
+        return self
+
+
+def load_config(path: Path | None = None) -> ServeConfig:
+    """Read and validate the config named by `path` or $RETENTION_SERVE_CONFIG."""
+    where = path or (Path(os.environ[ENV]) if os.environ.get(ENV) else None)
+    if where is None:
+        raise DataError(f"no service config: set ${ENV} to a YAML file (see README, Serving)")
+    if not where.is_file():
+        raise DataError(f"{where}: service config not found")
+    raw = yaml.safe_load(where.read_text(encoding="utf-8")) or {}
+    base = where.resolve().parent
+    for key in ("features", "offers", "customers"):
+        if raw.get(key) and not Path(raw[key]).is_absolute():
+            raw[key] = str(base / raw[key])
+    try:
+        return ServeConfig.model_validate(raw)
+    except Exception as exc:  # noqa: BLE001 - pydantic's first line names the field
+        lines = str(exc).splitlines()
+        raise DataError(f"{where}: {' '.join(lines[1:3]).strip() or lines[0]}") from None

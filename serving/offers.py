@@ -1,0 +1,136 @@
+"""The offer catalogue (YAML, validated at start) and the per-customer offer decision.
+
+Each offer's value for a customer is its expected incremental value minus its expected cost:
+(P(response | contact) - P(response | no contact)) x the value a response brings - cost.
+The response probabilities are the catalogue's priors until an uplift model covers the offer.
+Eligibility, consent per channel, contact caps and cool-downs are applied first; a stable,
+configurable share of each campaign's customers is held out as `control`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from features.errors import DataError
+
+CHANNELS = ("email", "sms", "push", "direct_mail")
+Channel = Literal["email", "sms", "push", "direct_mail"]
+
+
+class Cost(BaseModel):
+    """Cost of one offer: per contact sent, plus a discount paid only when the customer responds."""
+
+    model_config = ConfigDict(extra="forbid")
+    per_contact: dict[Channel, float] = Field(default_factory=dict)
+    discount_share: float = Field(0.0, ge=0, le=1, description="share of the order value given "
+                                                               "back when redeemed")
+    fixed_on_response: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> Cost:
+        for channel, value in self.per_contact.items():
+            if value < 0:
+                raise ValueError(f"per_contact.{channel} must be >= 0")
+        return self
+
+
+class Eligibility(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    risk_bands: list[Literal["low", "medium", "high"]] | None = None
+    value_tiers: list[str] | None = None
+    segments: list[str] | None = None
+    min_days_since_last_purchase: int | None = Field(None, ge=0)
+    min_days_since_contact: int = Field(0, ge=0)
+
+
+class Prior(BaseModel):
+    """Expected response with and without contact, before an uplift model replaces them."""
+
+    model_config = ConfigDict(extra="forbid")
+    response_with_contact: float = Field(ge=0, le=1)
+    response_without_contact: float = Field(ge=0, le=1)
+
+
+class Offer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    kind: Literal["retention_discount", "win_back", "cross_sell", "loyalty_reward",
+                  "reactivation", "other"]
+    description: str = ""
+    channels: list[Channel] = Field(min_length=1)
+    value_basis: Literal["clv", "order"] = Field(
+        "order", description="what a response is worth: the customer's CLV (retention offers) "
+                             "or one average order (cross-sell)")
+    value_share: float = Field(1.0, gt=0, le=1, description="share of the basis a response "
+                                                            "brings")
+    cost: Cost = Cost()
+    eligibility: Eligibility = Eligibility()
+    cooldown_days: int = Field(0, ge=0)
+    prior: Prior
+
+
+class ContactPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_contacts: int = Field(2, ge=0)
+    window_days: int = Field(7, ge=1)
+
+
+class Catalogue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: str = Field(min_length=1)
+    control_share: float = Field(0.1, ge=0, lt=1)
+    contact_policy: ContactPolicy = ContactPolicy()
+    repeatable_products: list[str] = Field(default_factory=list)
+    offers: list[Offer] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Catalogue:
+        seen: set[str] = set()
+        for offer in self.offers:
+            if offer.id in seen:
+                raise ValueError(f"offer {offer.id!r}: duplicate id")
+            seen.add(offer.id)
+        return self
+
+
+def load_catalogue(path: Path) -> Catalogue:
+    """Read and validate the catalogue; an error names the offer and the field."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: offer catalogue not found")
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        return Catalogue.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = list(err["loc"])
+        where = ".".join(str(p) for p in loc) or "catalogue"
+        if len(loc) >= 2 and loc[0] == "offers" and isinstance(loc[1], int):
+            offers = raw.get("offers") or []
+            ident = offers[loc[1]].get("id") if isinstance(offers[loc[1]], dict) else None
+            where = f"offer {ident or '#' + str(loc[1] + 1)!s}: " + ".".join(
+                str(p) for p in loc[2:])
+        raise DataError(f"{path}: {where}: {err['msg']}") from None
+
+
+def in_control(campaign_id: str, customer_id: str, share: float) -> bool:
+    """Stable hold-out: the same (campaign, customer) always lands in the same arm."""
+    digest = hashlib.sha256(f"{campaign_id}\x1f{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def offer_value(offer: Offer, channel: str, clv: float, order_value: float,
+                p_with: float, p_without: float) -> tuple[float, float, float]:
+    """(expected incremental value, expected cost, net) of sending `offer` on `channel`."""
+    basis = (clv if offer.value_basis == "clv" else order_value) * offer.value_share
+    incremental = (p_with - p_without) * basis
+    cost = (offer.cost.per_contact.get(channel, 0.0)  # type: ignore[call-overload]
+            + p_with * (offer.cost.discount_share * order_value + offer.cost.fixed_on_response))
+    return incremental, cost, incremental - cost

@@ -1,0 +1,215 @@
+"""Request and answer payloads of the service (pydantic; they make its OpenAPI document)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from serving.offers import Channel
+
+MAX_IDS = 1000
+
+
+def _ids(v: list[str]) -> list[str]:
+    for i, value in enumerate(v):
+        if not value.strip():
+            raise ValueError(f"customer_ids[{i}] is empty")
+        if len(value) > 128:
+            raise ValueError(f"customer_ids[{i}] is longer than 128 characters")
+    return v
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_ids: list[str] = Field(min_length=1, max_length=MAX_IDS,
+                                    examples=[["c0000001", "c0000002"]])
+    _check = field_validator("customer_ids")(_ids)
+
+
+class CustomerScore(BaseModel):
+    customer_id: str
+    status: Literal["ok", "unknown_customer"]
+    churn_probability: float | None = None
+    risk_band: Literal["low", "medium", "high"] | None = None
+    risk_percentile: float | None = None
+    p_alive: float | None = None
+    expected_purchases: float | None = None
+    expected_spend: float | None = None
+    expected_next_purchase: str | None = None
+    clv: float | None = None
+    clv_p10: float | None = None
+    clv_p50: float | None = None
+    clv_p90: float | None = None
+    value_at_risk: float | None = None
+    rfm_segment: str | None = None
+    value_tier: str | None = None
+    reasons_raising: list[str] = Field(default_factory=list)
+    reasons_lowering: list[str] = Field(default_factory=list)
+    horizon_days: int | None = None
+    as_of: str | None = None
+    model_version: str | None = None
+
+
+class ScoreResponse(BaseModel):
+    model_version: str
+    as_of: str
+    results: list[CustomerScore]
+
+
+class FeatureRow(BaseModel):
+    """One customer's features as `features build` writes them (what-if or brand-new)."""
+
+    model_config = ConfigDict(extra="forbid")
+    customer_id: str = Field(min_length=1, max_length=128)
+    as_of: dt.date | None = None
+    frequency: int = Field(ge=0, le=100_000)
+    recency: int = Field(ge=0, le=100_000)
+    T: int = Field(ge=0, le=100_000)
+    monetary_value: float = Field(ge=0, le=1e9)
+    days_since_last: int = Field(ge=0, le=100_000)
+    tenure_days: int = Field(ge=0, le=100_000)
+    orders_30d: int = Field(0, ge=0, le=100_000)
+    orders_90d: int = Field(0, ge=0, le=100_000)
+    orders_180d: int = Field(0, ge=0, le=100_000)
+    orders_365d: int = Field(0, ge=0, le=100_000)
+    spend_30d: float = Field(0.0, ge=0, le=1e9)
+    spend_90d: float = Field(0.0, ge=0, le=1e9)
+    spend_180d: float = Field(0.0, ge=0, le=1e9)
+    spend_365d: float = Field(0.0, ge=0, le=1e9)
+    total_orders: int = Field(ge=1, le=1_000_000)
+    total_spend: float = Field(ge=0, le=1e10)
+    avg_order_value: float = Field(ge=0, le=1e9)
+    basket_size: float = Field(1.0, ge=0, le=1e5)
+    distinct_products: int = Field(1, ge=0, le=1_000_000)
+    gap_mean: float | None = Field(None, ge=0, le=100_000)
+    gap_std: float | None = Field(None, ge=0, le=100_000)
+    overdue_ratio: float | None = Field(None, ge=0, le=100_000)
+    trend_90d: float | None = Field(None, ge=-1, le=1e6)
+    return_rate: float = Field(0.0, ge=0, le=1)
+    r_score: int = Field(3, ge=1, le=5)
+    f_score: int = Field(3, ge=1, le=5)
+    m_score: int = Field(3, ge=1, le=5)
+    orders_next90_ly: int = Field(0, ge=0, le=100_000)
+    spend_next90_ly: float = Field(0.0, ge=0, le=1e9)
+
+
+class ScoreFeaturesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rows: list[FeatureRow] = Field(min_length=1, max_length=MAX_IDS)
+
+
+class RiskFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bands: list[Literal["low", "medium", "high"]] | None = None
+    tiers: list[str] | None = None
+    segments: list[str] | None = None
+    min_value_at_risk: float | None = Field(None, ge=0)
+    min_clv: float | None = Field(None, ge=0)
+
+
+class RiskListRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    top_n: int = Field(100, ge=1, le=10_000)
+    filters: RiskFilters = RiskFilters()
+
+
+class RiskListResponse(BaseModel):
+    model_version: str
+    as_of: str
+    matched: int
+    results: list[CustomerScore]
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    k: int = Field(5, ge=0, le=50, description="products to recommend per customer")
+    channel: Channel | None = Field(None, description="only offers on this channel; default: "
+                                                      "the cheapest consented channel per offer")
+    campaign_id: str = Field("default", min_length=1, max_length=128)
+    _check = field_validator("customer_ids")(_ids)
+
+
+class OfferChoice(BaseModel):
+    offer_id: str
+    kind: str
+    channel: str
+    expected_incremental_value: float
+    expected_cost: float
+    net_value: float
+    p_response_with_contact: float
+    p_response_without_contact: float
+    source: Literal["prior", "uplift"]
+    reason: str
+
+
+class ProductChoice(BaseModel):
+    product_id: str
+    score: float
+    reason: str
+
+
+class Recommendation(BaseModel):
+    customer_id: str
+    status: Literal["ok", "control", "unknown_customer", "no_consent", "contact_capped",
+                    "no_offer"]
+    arm: Literal["treatment", "control"] | None = None
+    offers: list[OfferChoice] = Field(default_factory=list)
+    products: list[ProductChoice] = Field(default_factory=list)
+    reason: str = ""
+
+
+class RecommendResponse(BaseModel):
+    campaign_id: str
+    catalogue_version: str | None
+    model_version: str
+    results: list[Recommendation]
+
+
+class FeedbackEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event: Literal["sent", "opened", "converted"]
+    customer_id: str = Field(min_length=1, max_length=128)
+    campaign_id: str = Field(min_length=1, max_length=128)
+    offer_id: str = Field("", max_length=128)
+    channel: Channel | None = None
+    revenue: float = Field(0.0, ge=0, le=1e9)
+    at: dt.datetime | None = Field(None, description="when it happened (default: now)")
+
+    @field_validator("at")
+    @classmethod
+    def _not_future(cls, v: dt.datetime | None) -> dt.datetime | None:
+        if v is None:
+            return v
+        naive = v.astimezone(dt.UTC).replace(tzinfo=None) if v.tzinfo else v
+        if naive > dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(hours=1):
+            raise ValueError("is in the future")
+        if naive.year < 2000:
+            raise ValueError("is before 2000")
+        return naive
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_IDS)
+
+
+class FeedbackResponse(BaseModel):
+    written: int
+
+
+class Metadata(BaseModel):
+    service: str
+    model_name: str
+    model_version: str
+    model_run_id: str
+    features_version: str
+    as_of: str
+    customers: int
+    catalogue_version: str | None
+    recommender: bool
+    loaded_at: str
+    reloads: int
+    reload_errors: int

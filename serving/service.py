@@ -1,0 +1,137 @@
+"""The BentoML service: per-customer scores, risk lists, offer recommendations and feedback.
+
+Start with `retention serve` or `bentoml serve serving.service:Retention` (configuration from
+$RETENTION_SERVE_CONFIG, see serving/config.py). Every endpoint but health needs the header
+X-API-Key. Logs carry customer ids only, never their attributes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Annotated
+
+import bentoml
+from pydantic import Field
+
+from serving import answers
+from serving.campaign_log import CampaignLog
+from serving.config import load_config
+from serving.middleware import Guard
+from serving.offers import Channel
+from serving.schemas import (
+    MAX_IDS,
+    FeatureRow,
+    FeedbackEvent,
+    FeedbackResponse,
+    Metadata,
+    RecommendRequest,
+    RecommendResponse,
+    RiskFilters,
+    RiskListRequest,
+    RiskListResponse,
+    ScoreResponse,
+)
+from serving.state import Live
+from training.registry import MODEL_NAME
+
+log = logging.getLogger("retention.serving")
+PORT = int(os.environ.get("RETENTION_PORT", "3000"))
+
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
+TopN = Annotated[int, Field(ge=1, le=10_000)]
+Ids = Annotated[list[Id], Field(min_length=1, max_length=MAX_IDS)]
+Rows = Annotated[list[FeatureRow], Field(min_length=1, max_length=MAX_IDS)]
+Events = Annotated[list[FeedbackEvent], Field(min_length=1, max_length=MAX_IDS)]
+
+
+@bentoml.service(name="retention", http={"port": PORT}, traffic={"timeout": 120})
+class Retention:
+    """Churn risk, value and offers per customer, from the champion `customer-scorer`."""
+
+    def __init__(self) -> None:
+        self.config = load_config()
+        self.live = Live(self.config)
+        self.campaign_log = CampaignLog(self.config.campaign_log)
+
+    def __is_ready__(self) -> bool:
+        return self.live.current is not None
+
+    @bentoml.api(route="/score")
+    def score(self, customer_ids: Ids) -> ScoreResponse:
+        """Scores of known customers by id; unknown ids answer `unknown_customer`."""
+        served = self.live.current
+        return ScoreResponse(model_version=served.model_version, as_of=served.as_of,
+                             results=answers.score_ids(served, customer_ids))
+
+    @bentoml.api(route="/score_features")
+    def score_features(self, rows: Rows) -> ScoreResponse:
+        """Scores of feature rows sent by the caller (what-if, brand-new customers)."""
+        served = self.live.current
+        return ScoreResponse(model_version=served.model_version, as_of=served.as_of,
+                             results=answers.score_rows(served, rows, self.config.risk_bands))
+
+    @bentoml.api(route="/risk_list")
+    def risk_list(self, top_n: TopN = 100, filters: RiskFilters | None = None
+                  ) -> RiskListResponse:
+        """Customers ranked by value at risk (P(churn) x CLV), after the filters."""
+        req = RiskListRequest(top_n=top_n, filters=filters or RiskFilters())
+        served = self.live.current
+        matched, top = answers.risk_list(served, req)
+        return RiskListResponse(model_version=served.model_version, as_of=served.as_of,
+                                matched=matched, results=answers.risk_scores(served, top))
+
+    @bentoml.api(route="/risk_list.csv")
+    def risk_list_csv(self, top_n: TopN = 100, filters: RiskFilters | None = None) -> str:
+        """The same list as CSV, for a spreadsheet or a CRM import."""
+        req = RiskListRequest(top_n=top_n, filters=filters or RiskFilters())
+        _, top = answers.risk_list(self.live.current, req)
+        return top.reset_index().to_csv(index=False)
+
+    @bentoml.api(route="/recommend")
+    def recommend(self, customer_ids: Ids, k: Annotated[int, Field(ge=0, le=50)] = 5,
+                  channel: Channel | None = None, campaign_id: Id = "default"
+                  ) -> RecommendResponse:
+        """Per customer: offers ranked by expected incremental value minus cost (or none),
+        and up to k products; a stable share of each campaign is held out as control."""
+        req = RecommendRequest(customer_ids=customer_ids, k=k, channel=channel,
+                               campaign_id=campaign_id)
+        served = self.live.current
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        results, assigned = answers.recommend(served, req, self.campaign_log, now)
+        self.campaign_log.append(assigned)
+        cat = served.catalogue
+        return RecommendResponse(campaign_id=campaign_id, model_version=served.model_version,
+                                 catalogue_version=cat.version if cat else None,
+                                 results=results)
+
+    @bentoml.api(route="/feedback")
+    def feedback(self, events: Events) -> FeedbackResponse:
+        """Campaign events (sent, opened, converted with revenue) into the campaign log."""
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        rows = [{**e.model_dump(), "at": e.at or now} for e in events]
+        return FeedbackResponse(written=self.campaign_log.append(rows))
+
+    @bentoml.api(route="/metadata")
+    def metadata(self) -> Metadata:
+        """Model and feature versions being served, and the offer catalogue's version."""
+        s = self.live.current
+        return Metadata(service="retention", model_name=MODEL_NAME,
+                        model_version=s.model_version, model_run_id=s.model_run_id,
+                        features_version=s.features_version, as_of=s.as_of,
+                        customers=len(s.scores),
+                        catalogue_version=s.catalogue.version if s.catalogue else None,
+                        recommender=s.recommender is not None, loaded_at=s.loaded_at,
+                        reloads=self.live.reloads, reload_errors=self.live.reload_errors)
+
+
+def _guard() -> None:
+    cfg = load_config()
+    Retention.add_asgi_middleware(Guard, api_key=cfg.api_key or "",
+                                  max_body_bytes=cfg.max_body_bytes)
+
+
+if os.environ.get("RETENTION_SERVE_CONFIG"):
+    _guard()

@@ -1,0 +1,169 @@
+"""What the service serves, and its hot reload.
+
+A `Served` bundle is immutable: the champion scorer, the scored feature snapshot, the
+recommender and the catalogue. `Live` builds a new bundle off to the side when the champion
+alias or the feature snapshot changes and swaps one reference, so requests in flight finish
+on the bundle they started with and none fails during a reload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.errors import DataError
+from serving.batch import score_population
+from serving.config import ServeConfig
+from serving.offers import Catalogue, load_catalogue
+from serving.store import FeatureStore, open_store
+
+log = logging.getLogger("retention.serving")
+
+
+@dataclass(frozen=True)
+class Served:
+    scorer: object
+    scores: pd.DataFrame  # indexed by customer_id
+    churn_sorted: np.ndarray
+    model_version: str
+    model_run_id: str
+    features_version: str
+    as_of: str
+    recommender: object | None
+    catalogue: Catalogue | None
+    consent: pd.DataFrame  # indexed by customer_id, one bool column per channel
+    loaded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+
+def champion(alias: str) -> tuple[str, str]:
+    """(version, run id) of the aliased `customer-scorer`."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from training.registry import MODEL_NAME
+
+    try:
+        v = MlflowClient().get_model_version_by_alias(MODEL_NAME, alias)
+    except MlflowException:
+        raise DataError(f"{MODEL_NAME}@{alias}: not in the registry "
+                        "(run `retention train --promote`)") from None
+    return str(v.version), str(v.run_id)
+
+
+def load_scorer(version: str):
+    import mlflow
+
+    from training.registry import MODEL_NAME
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
+    return model.unwrap_python_model().scorer
+
+
+def load_recommender(run_id: str):
+    """The item recommender logged with the scorer's run, if that run has one."""
+    import joblib
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="recommender/recommender.joblib")
+    except (MlflowException, OSError):
+        return None
+    return joblib.load(path)
+
+
+def load_consent(config: ServeConfig) -> pd.DataFrame:
+    """consent_<channel> flags per customer; no customers table means no consent anywhere."""
+    from serving.offers import CHANNELS
+
+    if config.customers is None:
+        return pd.DataFrame(columns=list(CHANNELS), index=pd.Index([], name="customer_id"))
+    from features.config import load_source_config
+    from features.sources import read_source
+
+    cfg = load_source_config(config.customers)
+    raw = read_source(cfg)
+    frame = raw.rename(columns={src: canon for canon, src in cfg.columns.items()})
+    if "customer_id" not in frame:
+        raise DataError(f"{config.customers}: no customer_id column")
+    out = pd.DataFrame(index=frame["customer_id"].astype(str).rename("customer_id"))
+    for channel in CHANNELS:
+        col = f"consent_{channel}"
+        values = frame[col] if col in frame else pd.Series(False, index=frame.index)
+        out[channel] = values.map(_truthy).to_numpy()
+    return out[~out.index.duplicated(keep="last")]
+
+
+def _truthy(v: object) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "yes", "y", "t")
+    return bool(v) if v == v else False
+
+
+class Live:
+    """The current `Served` bundle, rebuilt in the background when its sources change."""
+
+    def __init__(self, config: ServeConfig, watch: bool = True) -> None:
+        from training import registry
+
+        self.config = config
+        registry.configure(config.tracking_uri)
+        self.store: FeatureStore = open_store(config.store, config.features)
+        self.catalogue = load_catalogue(config.offers) if config.offers else None
+        self.consent = load_consent(config)
+        self.reloads = 0
+        self.reload_errors = 0
+        self.current = self._build(champion(config.model_alias), self.store.version())
+        self._stop = threading.Event()
+        if watch:
+            threading.Thread(target=self._watch, name="retention-reload", daemon=True).start()
+
+    def _build(self, model: tuple[str, str], features_version: str) -> Served:
+        version, run_id = model
+        started = time.perf_counter()
+        scorer = load_scorer(version)
+        snapshot = self.store.snapshot()
+        missing = [c for c in scorer.input_columns if c not in snapshot.columns]
+        if missing:
+            raise DataError(f"feature snapshot {features_version}: missing columns {missing}")
+        scores = score_population(scorer, snapshot, self.config.risk_bands)
+        scores = scores.drop_duplicates("customer_id", keep="last").set_index("customer_id")
+        served = Served(
+            scorer=scorer, scores=scores,
+            churn_sorted=np.sort(scores["churn_probability"].to_numpy(dtype="float64")),
+            model_version=version, model_run_id=run_id, features_version=features_version,
+            as_of=str(snapshot["as_of"].max()), recommender=load_recommender(run_id),
+            catalogue=self.catalogue, consent=self.consent,
+        )
+        log.info("loaded customer-scorer v%s and features %s (%d customers) in %.1fs",
+                 version, features_version, len(scores), time.perf_counter() - started)
+        return served
+
+    def check(self) -> bool:
+        """Rebuild if the champion or the snapshot changed; True when a new bundle is live."""
+        model = champion(self.config.model_alias)
+        features_version = self.store.version()
+        cur = self.current
+        if (model[0], features_version) == (cur.model_version, cur.features_version):
+            return False
+        self.current = self._build(model, features_version)
+        self.reloads += 1
+        return True
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.reload_seconds):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - keep serving the last good bundle
+                self.reload_errors += 1
+                log.warning("reload failed, still serving the previous bundle: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
