@@ -23,9 +23,10 @@ run: venv
 	$(BIN)/retention train --source $(DEMO)/transactions.yaml --horizon 90d --promote
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
 
-## test: every test (starts a throwaway PostgreSQL on loopback), then ruff
+## test: every test (starts a throwaway PostgreSQL and Redis on loopback), then ruff
 test: venv
 	RETENTION_TEST_PG_URL="$${RETENTION_TEST_PG_URL:-$$(bash .ci/postgres.sh)}" \
+	RETENTION_TEST_REDIS_URL="$${RETENTION_TEST_REDIS_URL:-$$(bash .ci/redis.sh)}" \
 		$(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
 

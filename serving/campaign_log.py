@@ -83,6 +83,6 @@ def campaign_frame(raw: pd.DataFrame) -> pd.DataFrame:
     flags = (outcome.assign(visit=1.0, conv=(outcome["event"] == "converted").astype(float))
              .groupby(keys).agg(visit=("visit", "max"), converted=("conv", "max"),
                                 revenue=("revenue", "sum")).reset_index())
-    out = assigned.merge(flags, on=keys, how="left").fillna(
+    out = assigned.drop(columns=["revenue"]).merge(flags, on=keys, how="left").fillna(
         {"visit": 0.0, "converted": 0.0, "revenue": 0.0})
     return out.rename(columns={"at": "sent_at"})[cols].reset_index(drop=True)

@@ -9,10 +9,11 @@ from rich.console import Console
 
 from features.cli import data_app, demo_data_cmd, features_app
 from features.errors import DataError
+from serving.commands import publish_cmd, score_cmd, serve_cmd
 from training.cli import models_app, train_cmd
 
 app = typer.Typer(
-    help="Churn and targeting service: data, features, train, models (later: score, serve).",
+    help="Churn and targeting service: data, features, train, models, score, serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -21,6 +22,9 @@ app.add_typer(features_app, name="features")
 app.command("demo-data")(demo_data_cmd)
 app.command("train")(train_cmd)
 app.add_typer(models_app, name="models")
+app.command("score")(score_cmd)
+app.command("serve")(serve_cmd)
+features_app.command("publish")(publish_cmd)
 
 
 def main() -> None:

@@ -51,6 +51,12 @@ class Guard:
                 await error(401, "missing or wrong API key (header X-API-Key)")(
                     scope, receive, send)
                 return
+        if scope.get("method") == "POST":
+            kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if kind != b"application/json":
+                await error(415, "send JSON: Content-Type must be application/json")(
+                    scope, receive, send)
+                return
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await error(413, f"request body of {int(length)} bytes exceeds the limit of "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving.offers import Channel
 
@@ -19,13 +19,6 @@ def _ids(v: list[str]) -> list[str]:
         if len(value) > 128:
             raise ValueError(f"customer_ids[{i}] is longer than 128 characters")
     return v
-
-
-class ScoreRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    customer_ids: list[str] = Field(min_length=1, max_length=MAX_IDS,
-                                    examples=[["c0000001", "c0000002"]])
-    _check = field_validator("customer_ids")(_ids)
 
 
 class CustomerScore(BaseModel):
@@ -94,10 +87,16 @@ class FeatureRow(BaseModel):
     orders_next90_ly: int = Field(0, ge=0, le=100_000)
     spend_next90_ly: float = Field(0.0, ge=0, le=1e9)
 
-
-class ScoreFeaturesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    rows: list[FeatureRow] = Field(min_length=1, max_length=MAX_IDS)
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureRow:
+        if self.recency > self.T:
+            raise ValueError(f"recency ({self.recency}) exceeds T ({self.T})")
+        if self.frequency == 0 and self.recency != 0:
+            raise ValueError("recency must be 0 when frequency is 0 (no repeat purchase)")
+        if self.days_since_last > self.tenure_days:
+            raise ValueError(f"days_since_last ({self.days_since_last}) exceeds tenure_days "
+                             f"({self.tenure_days})")
+        return self
 
 
 class RiskFilters(BaseModel):
@@ -189,11 +188,6 @@ class FeedbackEvent(BaseModel):
         if naive.year < 2000:
             raise ValueError("is before 2000")
         return naive
-
-
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_IDS)
 
 
 class FeedbackResponse(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from http import HTTPStatus
 from typing import Annotated
 
 import bentoml
@@ -37,7 +38,35 @@ from serving.state import Live
 from training.registry import MODEL_NAME
 
 log = logging.getLogger("retention.serving")
+
+
+class _NoPayloadInLogs(logging.Filter):
+    """A client's bad request is logged as one line with the error type: pydantic's message
+    would repeat the payload (customer attributes) into the server log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _client_error(exc):
+            record.msg = f"{record.msg} ({type(exc).__name__})"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _client_error(exc: BaseException) -> bool:
+    from pydantic import ValidationError
+
+    code = getattr(getattr(exc, "error_code", None), "value", 500)
+    return isinstance(exc, ValidationError) or 400 <= code < 500
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoPayloadInLogs())
 PORT = int(os.environ.get("RETENTION_PORT", "3000"))
+
+
+class Unprocessable(bentoml.exceptions.BentoMLException):
+    """Well-formed rows the models cannot score (answered 422)."""
+
+    error_code = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
@@ -70,8 +99,12 @@ class Retention:
     def score_features(self, rows: Rows) -> ScoreResponse:
         """Scores of feature rows sent by the caller (what-if, brand-new customers)."""
         served = self.live.current
+        try:
+            results = answers.score_rows(served, rows, self.config.risk_bands)
+        except ValueError as exc:
+            raise Unprocessable(f"rows: {exc}") from None
         return ScoreResponse(model_version=served.model_version, as_of=served.as_of,
-                             results=answers.score_rows(served, rows, self.config.risk_bands))
+                             results=results)
 
     @bentoml.api(route="/risk_list")
     def risk_list(self, top_n: TopN = 100, filters: RiskFilters | None = None

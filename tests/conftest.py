@@ -27,3 +27,13 @@ def datasets() -> Path:
     if not DATASETS.is_dir():
         pytest.fail(f"{DATASETS} not found: the shared datasets sit beside the project checkout")
     return DATASETS
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the real Redis that `make test` starts (.ci/redis.sh)."""
+    url = os.environ.get("RETENTION_TEST_REDIS_URL")
+    if not url:
+        pytest.fail("RETENTION_TEST_REDIS_URL is not set: run `make test`, or export the URL "
+                    "that `bash .ci/redis.sh` prints")
+    return url

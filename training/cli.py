@@ -44,6 +44,7 @@ def train_cmd(
     """Train churn, purchases and value models, evaluate them out of time against the
     baselines, log everything to MLflow and register a `challenger` version."""
     from training import registry
+    from training.recommender import ItemRecommender
     from training.report import figures
     from training.train import TrainConfig, train
 
@@ -70,6 +71,9 @@ def train_cmd(
                    "digest": digest(result.accepted), "as_of": trained.cutoffs.test.isoformat(),
                    "horizon_days": cfg.horizon_days}
         run_id, version = registry.log_training(trained, cfg, lineage, figures(trained))
+        step("item-to-item recommender")
+        recommender = ItemRecommender(exclude_items=list(src.non_product_codes))
+        registry.log_recommender(run_id, recommender.fit(result.accepted))
     print_report(trained)
     console.print(f"MLflow run {run_id} at {uri}; registered customer-scorer v{version} "
                   "as challenger")

@@ -78,6 +78,17 @@ def log_model(scorer, input_example: pd.DataFrame, tags: dict[str, str]) -> str:
     return version
 
 
+def log_recommender(run_id: str, recommender) -> None:
+    """Store the item recommender with the scorer's run, where serving looks for it."""
+    client = MlflowClient()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recommender.joblib"
+        joblib.dump(recommender, path)
+        client.log_artifact(run_id, str(path), "recommender")
+    for key, value in recommender.get_params().items():
+        client.log_param(run_id, f"recommender_{key}", str(value)[:500])
+
+
 def _version(alias: str):
     try:
         return MlflowClient().get_model_version_by_alias(MODEL_NAME, alias)

@@ -1,0 +1,118 @@
+"""`retention serve`, `retention score` and `retention features publish`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from features.errors import DataError
+
+console = Console()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def serve_cmd(
+    features: Annotated[Path | None, typer.Option(help="Feature table from `features build` "
+                                                       "(the latest as_of is served).")] = None,
+    offers: Annotated[Path | None, typer.Option(help="Offer catalogue YAML.")] = None,
+    customers: Annotated[Path | None, typer.Option(help="Source config of the customers table "
+                                                        "(consent_<channel> columns).")] = None,
+    store: Annotated[str, typer.Option(help="'memory' or a redis:// URL.")] = "memory",
+    campaign_log: Annotated[str, typer.Option(help="SQLAlchemy URL of the campaign log.")
+                            ] = "sqlite:///data/campaign_log.db",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key (or $RETENTION_API_KEY).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A service config YAML instead of the "
+                                                     "options above.")] = None,
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """Serve scores, risk lists and offers over HTTP (BentoML), from the champion model."""
+    from serving.config import ENV, load_config
+    from serving.offers import load_catalogue
+    from serving.state import champion
+    from training import registry
+
+    if config is None:
+        raw = {"features": features, "offers": offers, "customers": customers, "store": store,
+               "campaign_log": _absolute_sqlite(campaign_log), "tracking_uri": tracking_uri,
+               "api_key": api_key}
+        raw = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in raw.items()
+               if v is not None}
+        if not raw.get("tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+            raw["tracking_uri"] = registry.configure()
+        config = Path("data/serve.yaml").resolve()
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    cfg = load_config(config)
+    if cfg.offers:
+        load_catalogue(cfg.offers)
+    registry.configure(cfg.tracking_uri)
+    version, _ = champion(cfg.model_alias)
+    console.print(f"serving customer-scorer v{version} on http://{host}:{port} "
+                  f"(config {config})")
+    env = {**os.environ, ENV: str(config.resolve()), "RETENTION_PORT": str(port)}
+    bentoml = Path(sys.executable).with_name("bentoml")
+    args = [str(bentoml), "serve", "serving.service:Retention", "--host", host,
+            "--port", str(port), "--working-dir", str(ROOT)]
+    os.execve(args[0], args, env)
+
+
+def _absolute_sqlite(url: str) -> str:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
+    return url
+
+
+def score_cmd(
+    features: Annotated[Path, typer.Option(help="Feature table from `features build`.")],
+    out: Annotated[str, typer.Option(help="Where to write: .parquet, .csv or postgresql://...")],
+    table: Annotated[str, typer.Option(help="Table name for a PostgreSQL --out.")
+                     ] = "customer_scores",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    alias: Annotated[str, typer.Option(help="Registered model alias to score with.")
+                     ] = "champion",
+    reasons: Annotated[bool, typer.Option(help="Compute the reasons (slower).")] = True,
+    chunk: Annotated[int, typer.Option(help="Rows scored at a time.")] = 50_000,
+) -> None:
+    """Score the whole population of the latest feature snapshot: the risk list."""
+    from serving.batch import score_population, write_scores
+    from serving.config import RiskBands
+    from serving.state import champion, load_scorer
+    from serving.store import MemoryStore
+    from training import registry
+
+    registry.configure(tracking_uri)
+    version, _ = champion(alias)
+    snapshot = MemoryStore(features).snapshot()
+    scorer = load_scorer(version)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"
+                  "/{task.total:,}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"scoring with v{version}", total=len(snapshot))
+        scores = score_population(scorer, snapshot, RiskBands(), chunk=chunk, reasons=reasons,
+                                  progress=lambda n: progress.advance(task, n))
+    scores = scores.sort_values("value_at_risk", ascending=False, kind="stable")
+    where = write_scores(scores, out, table)
+    console.print(f"{len(scores):,} customers scored by customer-scorer v{version} "
+                  f"(as_of {scores['as_of'].max()}) -> {where}")
+
+
+def publish_cmd(
+    features: Annotated[Path, typer.Option(help="Feature table from `features build`.")],
+    to: Annotated[str, typer.Option("--to", help="redis:// URL of the online store.")],
+) -> None:
+    """Publish the latest feature snapshot to the Redis online store (replicas reload it)."""
+    from serving.store import MemoryStore, RedisStore
+
+    if not to.startswith(("redis://", "rediss://", "unix://")):
+        raise DataError(f"--to: {to!r} is not a redis:// URL")
+    frame = MemoryStore(features).snapshot()
+    version = RedisStore(to).publish(frame)
+    console.print(f"published {len(frame):,} customers as {version} to {to}")

@@ -1,0 +1,399 @@
+"""The BentoML service over real HTTP: a synthetic retailer trained and registered by the CLI,
+served by `bentoml serve`, then every endpoint, its errors, control groups, contact caps, a hot
+reload under load, the Redis store, and schemathesis against the service's OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from features.synthetic import SyntheticConfig, generate, write
+from serving.campaign_log import CampaignLog, campaign_frame
+from serving.offers import load_catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+KEY = "test-key"
+END = "2024-01-01"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args: str, cwd: Path) -> str:
+    done = subprocess.run([str(BIN / "retention"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+class Deployment:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.tracking = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
+        self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=60)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "RETENTION_SERVE_CONFIG": str(self.home / "serve.yaml"),
+               "RETENTION_PORT": str(self.port)}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        self.log = open(self.home / f"server-{time.time_ns()}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(BIN / "bentoml"), "serve", "serving.service:Retention", "--host", "127.0.0.1",
+             "--port", str(self.port), "--working-dir", str(ROOT)],
+            cwd=self.home, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert self.proc.poll() is None, (self.home / self.log.name).read_text()[-3000:]
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError("service did not become ready in 180 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+    def post(self, path: str, body: object) -> httpx.Response:
+        return self.client.post(path, json=body)
+
+
+@pytest.fixture(scope="module")
+def dep(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serve")
+    data = generate(SyntheticConfig(n_customers=1200, seed=3))
+    paths = write(data, home / "demo")
+    (home / "train.yaml").write_text("n_estimators: 60\n")
+    run("features", "build", "--source", str(paths["transactions"]), "--as-of", END,
+        "--horizon", "90d", "--out", str(home / "snapshot"), cwd=home)
+    run("train", "--source", str(paths["transactions"]), "--config", str(home / "train.yaml"),
+        "--promote", cwd=home)
+    d = Deployment(home)
+    (home / "serve.yaml").write_text(yaml.safe_dump({
+        "features": str(home / "snapshot"), "offers": str(ROOT / "configs/offers/demo.yaml"),
+        "customers": str(paths["customers"]), "campaign_log": f"sqlite:///{home / 'log.db'}",
+        "tracking_uri": d.tracking, "api_key": KEY, "reload_seconds": 1.0}))
+    d.customers = data.customers
+    d.transactions = data.transactions
+    d.snapshot = pd.read_parquet(next((home / "snapshot").glob("as_of=*/part-0.parquet")))
+    d.start()
+    yield d
+    d.stop()
+
+
+def known_ids(dep, n: int) -> list[str]:
+    return dep.snapshot["customer_id"].head(n).tolist()
+
+
+def test_score_answers_known_ids_and_marks_unknown_ones(dep):
+    ids = known_ids(dep, 3)
+    r = dep.post("/score", {"customer_ids": [*ids, "no-such-customer"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == "1" and body["as_of"] == END
+    results = body["results"]
+    assert [x["customer_id"] for x in results] == [*ids, "no-such-customer"]
+    for x in results[:3]:
+        assert x["status"] == "ok"
+        assert 0 <= x["churn_probability"] <= 1 and 0 <= x["risk_percentile"] <= 100
+        assert x["risk_band"] in ("low", "medium", "high")
+        assert x["clv_p10"] <= x["clv_p50"] <= x["clv_p90"]
+        assert x["value_at_risk"] == pytest.approx(x["churn_probability"] * x["clv"], rel=1e-4)
+        assert x["rfm_segment"] and x["value_tier"]
+        assert x["reasons_raising"] or x["reasons_lowering"]
+    assert results[3]["status"] == "unknown_customer" and results[3]["churn_probability"] is None
+
+
+def test_api_key_is_required_except_for_health(dep):
+    body = {"customer_ids": known_ids(dep, 1)}
+    assert httpx.post(f"{dep.url}/score", json=body).status_code == 401
+    wrong = httpx.post(f"{dep.url}/score", json=body, headers={"X-API-Key": "nope"})
+    assert wrong.status_code == 401 and "API key" in wrong.json()["error"]
+    for path in ("/healthz", "/readyz", "/livez"):
+        assert httpx.get(f"{dep.url}{path}").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "body", "status", "says"), [
+    ("/score", {"customer_ids": []}, 422, "customer_ids"),
+    ("/score", {"customer_ids": "c1"}, 422, "customer_ids"),
+    ("/score", {"ids": ["c1"]}, 422, "customer_ids"),
+    ("/score", {"customer_ids": [" "]}, 422, "customer_ids.0"),
+    ("/score", {"customer_ids": ["c"] * 1001}, 422, "customer_ids"),
+    ("/recommend", {"customer_ids": ["c1"], "channel": "fax"}, 422, "channel"),
+    ("/recommend", {"customer_ids": ["c1"], "k": -1}, 422, "k"),
+    ("/risk_list", {"top_n": 0}, 422, "top_n"),
+    ("/feedback", {"events": [{"event": "sent", "customer_id": "c1", "campaign_id": "x",
+                               "revenue": -5}]}, 422, "revenue"),
+    ("/feedback", {"events": [{"event": "sent", "customer_id": "c1", "campaign_id": "x",
+                               "at": "2999-01-01T00:00:00"}]}, 422, "future"),
+    ("/feedback", {"events": [{"event": "bought", "customer_id": "c1", "campaign_id": "x"}]},
+     422, "event"),
+    ("/score_features", {"rows": [{"customer_id": "n", "frequency": 1, "recency": 50, "T": 10,
+                                   "monetary_value": 5, "days_since_last": 1, "tenure_days": 10,
+                                   "total_orders": 2, "total_spend": 9,
+                                   "avg_order_value": 4.5}]}, 422, "recency"),
+])
+def test_bad_requests_get_a_4xx_with_a_one_line_message(dep, path, body, status, says):
+    r = dep.post(path, body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert says in error and "\n" not in error
+
+
+def test_malformed_oversized_and_non_json_bodies(dep):
+    r = dep.client.post("/score", content=b"{not json", headers={"Content-Type":
+                                                                  "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["error"]
+    big = json.dumps({"customer_ids": ["x" * 120] * 20_000}).encode()
+    r = dep.client.post("/score", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    r = dep.client.post("/score", content=b"customer_ids=c1",
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+
+
+def test_score_features_gives_the_same_scores_as_the_store(dep):
+    from serving.schemas import FeatureRow
+
+    cid = known_ids(dep, 5)[4]
+    row = dep.snapshot.set_index("customer_id").loc[cid]
+    fields = {k: row[k] for k in FeatureRow.model_fields if k in row.index}
+    payload = {"customer_id": cid, "as_of": END,
+               **{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
+                  for k, v in fields.items()}}
+    what_if = dep.post("/score_features", {"rows": [payload]})
+    assert what_if.status_code == 200, what_if.text
+    stored = dep.post("/score", {"customer_ids": [cid]}).json()["results"][0]
+    got = what_if.json()["results"][0]
+    for key in ("churn_probability", "p_alive", "expected_purchases", "risk_percentile"):
+        assert got[key] == pytest.approx(stored[key], rel=1e-6), key
+    assert (got["risk_band"], got["rfm_segment"]) == (stored["risk_band"], stored["rfm_segment"])
+
+
+def test_risk_list_is_ranked_by_value_at_risk_and_filtered(dep):
+    r = dep.post("/risk_list", {"top_n": 20, "filters": {"bands": ["high", "medium"]}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    values = [x["value_at_risk"] for x in body["results"]]
+    assert values == sorted(values, reverse=True) and len(values) == min(20, body["matched"])
+    assert {x["risk_band"] for x in body["results"]} <= {"high", "medium"}
+    everyone = dep.post("/risk_list", {"top_n": 10_000}).json()
+    assert everyone["matched"] == len(dep.snapshot) > body["matched"]
+    csv = dep.post("/risk_list.csv", {"top_n": 20, "filters": {"bands": ["high", "medium"]}})
+    lines = csv.text.strip().splitlines()
+    assert lines[0].startswith("customer_id,")
+    assert [line.split(",")[0] for line in lines[1:]] == [x["customer_id"]
+                                                          for x in body["results"]]
+
+
+def control_arms(campaign: str, ids: list[str]) -> dict[str, bool]:
+    """The hold-out computed in a fresh interpreter (another hash seed): what a restart sees."""
+    code = ("import json,sys; from serving.offers import in_control; "
+            "ids=json.loads(sys.argv[2]); "
+            "print(json.dumps({i: in_control(sys.argv[1], i, 0.10) for i in ids}))")
+    out = subprocess.run([sys.executable, "-c", code, campaign, json.dumps(ids)],
+                         capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "123"})
+    return json.loads(out.stdout)
+
+
+def test_control_group_is_stable_across_calls_and_restarts(dep):
+    ids = known_ids(dep, 300)
+    first = dep.post("/recommend", {"customer_ids": ids, "campaign_id": "spring", "k": 0}).json()
+    again = dep.post("/recommend", {"customer_ids": ids, "campaign_id": "spring", "k": 0}).json()
+    arms = {x["customer_id"]: x["status"] == "control" for x in first["results"]}
+    assert arms == {x["customer_id"]: x["status"] == "control" for x in again["results"]}
+    assert arms == control_arms("spring", ids)
+    share = sum(arms.values()) / len(arms)
+    assert 0.05 < share < 0.15, share
+    other = dep.post("/recommend", {"customer_ids": ids, "campaign_id": "autumn", "k": 0}).json()
+    assert arms != {x["customer_id"]: x["status"] == "control" for x in other["results"]}
+    for x in first["results"]:
+        if x["status"] == "control":
+            assert x["offers"] == [] and x["products"] == [] and x["arm"] == "control"
+
+
+def test_offers_respect_consent_and_rank_by_net_value(dep):
+    ids = known_ids(dep, 400)
+    consent = dep.customers.set_index("customer_id")
+    body = dep.post("/recommend", {"customer_ids": ids, "campaign_id": "consent", "k": 3}).json()
+    assert body["catalogue_version"] == load_catalogue(ROOT / "configs/offers/demo.yaml").version
+    offered = 0
+    for x in body["results"]:
+        for offer in x["offers"]:
+            assert bool(consent.loc[x["customer_id"], f"consent_{offer['channel']}"])
+            assert offer["source"] == "prior"
+            assert offer["net_value"] == pytest.approx(
+                offer["expected_incremental_value"] - offer["expected_cost"], abs=1e-3)
+        nets = [o["net_value"] for o in x["offers"]]
+        assert nets == sorted(nets, reverse=True)
+        offered += bool(x["offers"])
+        if x["status"] == "no_consent":
+            assert not consent.loc[x["customer_id"], ["consent_email", "consent_sms",
+                                                      "consent_push"]].any()
+    assert offered > 0
+    sms = dep.post("/recommend", {"customer_ids": ids, "campaign_id": "consent",
+                                  "channel": "sms"}).json()
+    for x in sms["results"]:
+        assert all(o["channel"] == "sms" for o in x["offers"])
+        if x["offers"]:
+            assert bool(consent.loc[x["customer_id"], "consent_sms"])
+
+
+def test_products_exclude_what_was_bought_and_unknowns_get_popular_ones(dep):
+    meta = dep.client.post("/metadata", json={}).json()
+    assert meta["recommender"] is True
+    ids = known_ids(dep, 50)
+    body = dep.post("/recommend", {"customer_ids": [*ids, "brand-new"], "k": 5,
+                                   "campaign_id": "products"}).json()
+    bought = dep.transactions.groupby("customer_id")["product_id"].agg(set)
+    repeatable = set(load_catalogue(ROOT / "configs/offers/demo.yaml").repeatable_products)
+    with_products = 0
+    for x in body["results"][:-1]:
+        if x["status"] == "control":
+            continue
+        items = [p["product_id"] for p in x["products"]]
+        assert len(items) <= 5 and len(set(items)) == len(items)
+        assert not (set(items) & (bought.get(x["customer_id"], set()) - repeatable))
+        with_products += bool(items)
+    assert with_products > 0
+    new = body["results"][-1]
+    assert new["status"] == "unknown_customer" and len(new["products"]) == 5
+    assert all("popular" in p["reason"] for p in new["products"])
+
+
+def test_feedback_feeds_the_campaign_log_and_contact_caps(dep):
+    ids = known_ids(dep, 400)
+    body = dep.post("/recommend", {"customer_ids": ids, "campaign_id": "caps", "k": 0}).json()
+    target = next(x for x in body["results"] if x["status"] == "ok")
+    cid, offer = target["customer_id"], target["offers"][0]
+    events = [{"event": "sent", "customer_id": cid, "campaign_id": "caps",
+               "offer_id": offer["offer_id"], "channel": offer["channel"]} for _ in range(2)]
+    events += [{"event": "converted", "customer_id": cid, "campaign_id": "caps",
+                "offer_id": offer["offer_id"], "revenue": 42.5}]
+    r = dep.post("/feedback", {"events": events})
+    assert r.status_code == 200 and r.json() == {"written": 3}
+    after = dep.post("/recommend", {"customer_ids": [cid], "campaign_id": "caps"}).json()
+    assert after["results"][0]["status"] == "contact_capped"
+    log = campaign_frame(CampaignLog(f"sqlite:///{dep.home / 'log.db'}").frame())
+    mine = log[(log["campaign_id"] == "caps")].set_index("customer_id")
+    assert set(mine.index) >= set(ids)
+    assert mine.loc[cid, "arm"] == "treatment" and mine.loc[cid, "revenue"] == 42.5
+    assert mine.loc[cid, "converted"] == 1.0 and mine.loc[cid, "offer_id"] == offer["offer_id"]
+    assert set(mine["arm"]) == {"treatment", "control"}
+
+
+def test_hot_reload_under_load_fails_no_request(dep):
+    import mlflow
+
+    from training import registry
+
+    registry.configure(dep.tracking)
+    scorer = registry.load_champion().unwrap_python_model().scorer
+    ids = known_ids(dep, 20)
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        with httpx.Client(base_url=dep.url, headers={"X-API-Key": KEY}, timeout=30) as c:
+            i = 0
+            while not stop.is_set():
+                r = c.post("/score", json={"customer_ids": [ids[i % len(ids)]]})
+                i += 1
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                else:
+                    seen.append(r.json()["model_version"])
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        cols = [c for c in scorer.input_columns if c != "as_of"]
+        example = dep.snapshot[cols].head(3).assign(as_of=END)
+        with mlflow.start_run(run_name="reload-test"):
+            version = registry.log_model(scorer, example, {"churn_roc_auc": 0.9,
+                                                           "purchases_mae": 0.1})
+        assert "champion is now" in registry.promote(force=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and (not seen or seen[-1] != version):
+            time.sleep(0.5)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures, failures[:3]
+    assert seen[0] == "1" and seen[-1] == version, (seen[:1], seen[-1:])
+    meta = dep.client.post("/metadata", json={}).json()
+    assert meta["model_version"] == version and meta["reloads"] >= 1
+
+
+def test_redis_store_shares_snapshots_and_refreshes_without_restart(dep, redis_url):
+    import redis
+
+    from serving.config import ServeConfig
+    from serving.state import Live
+    from serving.store import MemoryStore, RedisStore
+
+    redis.Redis.from_url(redis_url).flushdb()
+    frame = MemoryStore(dep.home / "snapshot").snapshot()
+    store = RedisStore(redis_url)
+    first = store.publish(frame)
+    assert store.version() == first
+    pd.testing.assert_frame_equal(store.snapshot(), frame)
+    cfg = ServeConfig(store=redis_url, tracking_uri=dep.tracking, api_key=KEY,
+                      campaign_log=f"sqlite:///{dep.home / 'redis-log.db'}")
+    replicas = [Live(cfg, watch=False), Live(cfg, watch=False)]
+    assert {r.current.features_version for r in replicas} == {first}
+    changed = frame.assign(days_since_last=frame["days_since_last"] + 30)
+    second = store.publish(changed)
+    assert second != first and all(r.check() for r in replicas)
+    for r in replicas:
+        assert r.current.features_version == second
+        assert (r.current.scores["days_since_last"].to_numpy()
+                == changed.set_index("customer_id").loc[r.current.scores.index,
+                                                        "days_since_last"].to_numpy()).all()
+    assert not replicas[0].check()
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(dep):
+    report = dep.home / "schemathesis.ndjson"
+    done = subprocess.run(
+        [str(BIN / "schemathesis"), "run", f"{dep.url}/docs.json", "-H", f"X-API-Key: {KEY}",
+         "--checks", "not_a_server_error,response_schema_conformance", "-n", "100",
+         "--seed", "7", "--report", "ndjson", "--report-ndjson-path", str(report)],
+        capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:]
+    import re
+
+    m = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
+    assert m, done.stdout[-2000:]
+    generated, passed = int(m.group(1)), int(m.group(2))
+    assert generated >= 1000 and passed == generated, done.stdout[-2000:]
