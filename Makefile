@@ -15,13 +15,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 ## run: the main job on the embedded default: synthetic data -> validation -> features ->
-## models evaluated out of time -> MLflow run + registered champion (./mlruns)
+## models evaluated out of time -> MLflow run + registered champion (./mlruns) -> the service
+## on http://127.0.0.1:3000 (API key $$RETENTION_API_KEY, default demo-key); Ctrl-C stops it
 run: venv
 	$(BIN)/retention demo-data --out $(DEMO) --customers 5000 --seed 0
 	$(BIN)/retention features build --source $(DEMO)/transactions.yaml \
-		--as-of 2023-04-01,2023-07-01,2023-10-01 --horizon 90d --out $(DEMO)/features
+		--as-of 2023-04-01,2023-07-01,2023-10-01,2024-01-01 --horizon 90d --out $(DEMO)/features
 	$(BIN)/retention train --source $(DEMO)/transactions.yaml --horizon 90d --promote
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
+	@echo "Once the service is ready, try (README, 'Serving'): bash serving/examples.sh"
+	RETENTION_API_KEY=$${RETENTION_API_KEY:-demo-key} $(BIN)/retention serve \
+		--features $(DEMO)/features --offers configs/offers/demo.yaml \
+		--customers $(DEMO)/customers.yaml --port 3000
 
 ## test: every test (starts a throwaway PostgreSQL and Redis on loopback), then ruff
 test: venv
