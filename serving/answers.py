@@ -202,6 +202,11 @@ def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: s
         channel = min(channels, key=lambda c: offer.cost.per_contact.get(c, 0.0))
         p_with = offer.prior.response_with_contact
         p_without = offer.prior.response_without_contact
+        source = "prior"
+        if offer.id in served.uplift_offers and served.uplift_outcome != "revenue":
+            effect = float(row[f"uplift_{offer.id}"])
+            p_with = float(min(max(p_without + effect, 0.0), 1.0))
+            source = "uplift"
         order_value = float(row.get("avg_order_value") or 0.0)
         clv = float(row["clv"]) if math.isfinite(float(row["clv"])) else 0.0
         inc, cost, net = offer_value(offer, channel, clv, order_value, p_with, p_without)
@@ -211,10 +216,10 @@ def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: s
             offer_id=offer.id, kind=offer.kind, channel=channel,
             expected_incremental_value=round(inc, 4), expected_cost=round(cost, 4),
             net_value=round(net, 4), p_response_with_contact=p_with,
-            p_response_without_contact=p_without, source="prior",
+            p_response_without_contact=p_without, source=source,
             reason=(f"{row['risk_band']} churn risk ({float(row['churn_probability']):.0%}), "
                     f"{offer.value_basis} {clv if offer.value_basis == 'clv' else order_value:,.0f}"
-                    f": +{p_with - p_without:.1%} response x value - cost {cost:,.2f}")))
+                    f": {p_with - p_without:+.1%} response ({source}) x value - cost {cost:,.2f}")))
     choices.sort(key=lambda c: (-c.net_value, c.offer_id))
     if not choices:
         return Recommendation(customer_id=cid, status="no_offer", arm="treatment",

@@ -10,7 +10,7 @@ from rich.console import Console
 from features.cli import data_app, demo_data_cmd, features_app
 from features.errors import DataError
 from serving.commands import publish_cmd, score_cmd, serve_cmd
-from training.cli import models_app, train_cmd
+from training.cli import models_app, train_app
 
 app = typer.Typer(
     help="Churn and targeting service: data, features, train, models, score, serve.",
@@ -20,7 +20,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.command("demo-data")(demo_data_cmd)
-app.command("train")(train_cmd)
+app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
 app.command("score")(score_cmd)
 app.command("serve")(serve_cmd)

@@ -203,6 +203,8 @@ class Metadata(BaseModel):
     as_of: str
     customers: int
     catalogue_version: str | None
+    uplift_version: str | None
+    uplift_offers: list[str]
     recommender: bool
     loaded_at: str
     reloads: int

@@ -156,6 +156,7 @@ class Retention:
                         features_version=s.features_version, as_of=s.as_of,
                         customers=len(s.scores),
                         catalogue_version=s.catalogue.version if s.catalogue else None,
+                        uplift_version=s.uplift_version, uplift_offers=list(s.uplift_offers),
                         recommender=s.recommender is not None, loaded_at=s.loaded_at,
                         reloads=self.live.reloads, reload_errors=self.live.reload_errors)
 

@@ -38,6 +38,9 @@ class Served:
     recommender: object | None
     catalogue: Catalogue | None
     consent: pd.DataFrame  # indexed by customer_id, one bool column per channel
+    uplift_version: str | None = None
+    uplift_offers: tuple[str, ...] = ()  # offers whose effect comes from the uplift model
+    uplift_outcome: str | None = None
     loaded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
 
@@ -77,6 +80,43 @@ def load_recommender(run_id: str):
     except (MlflowException, OSError):
         return None
     return joblib.load(path)
+
+
+def uplift_champion() -> str | None:
+    """Version of the `uplift` champion, None when no uplift model is registered."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from training.registry import CHAMPION, UPLIFT_NAME
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(UPLIFT_NAME, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+@dataclass(frozen=True)
+class Effects:
+    version: str
+    outcome: str
+    predictions: pd.DataFrame  # aligned with the snapshot's rows, one column per offer
+
+
+def load_effects(snapshot: pd.DataFrame) -> Effects | None:
+    """Every customer's estimated uplift per covered offer, from the `uplift` champion."""
+    from training.registry import load_uplift
+
+    found = load_uplift()
+    if found is None:
+        return None
+    version, fit = found
+    missing = [c for c in fit.features if c not in snapshot.columns]
+    if missing:
+        log.warning("uplift v%s needs features %s the snapshot lacks; using priors", version,
+                    missing)
+        return None
+    rows = snapshot[fit.features].reset_index(drop=True)
+    return Effects(version, fit.outcome, fit.learner.predict_uplift(rows))
 
 
 def load_consent(config: ServeConfig) -> pd.DataFrame:
@@ -120,12 +160,14 @@ class Live:
         self.consent = load_consent(config)
         self.reloads = 0
         self.reload_errors = 0
-        self.current = self._build(champion(config.model_alias), self.store.version())
+        self.current = self._build(champion(config.model_alias), self.store.version(),
+                                   uplift_champion())
         self._stop = threading.Event()
         if watch:
             threading.Thread(target=self._watch, name="retention-reload", daemon=True).start()
 
-    def _build(self, model: tuple[str, str], features_version: str) -> Served:
+    def _build(self, model: tuple[str, str], features_version: str,
+               uplift: str | None) -> Served:
         version, run_id = model
         started = time.perf_counter()
         scorer = load_scorer(version)
@@ -134,6 +176,9 @@ class Live:
         if missing:
             raise DataError(f"feature snapshot {features_version}: missing columns {missing}")
         scores = score_population(scorer, snapshot, self.config.risk_bands)
+        effect = load_effects(snapshot) if uplift else None
+        if effect is not None:
+            scores = pd.concat([scores, effect.predictions.add_prefix("uplift_")], axis=1)
         scores = scores.drop_duplicates("customer_id", keep="last").set_index("customer_id")
         served = Served(
             scorer=scorer, scores=scores,
@@ -141,6 +186,9 @@ class Live:
             model_version=version, model_run_id=run_id, features_version=features_version,
             as_of=str(snapshot["as_of"].max()), recommender=load_recommender(run_id),
             catalogue=self.catalogue, consent=self.consent,
+            uplift_version=effect.version if effect else None,
+            uplift_offers=tuple(effect.predictions.columns) if effect else (),
+            uplift_outcome=effect.outcome if effect else None,
         )
         log.info("loaded customer-scorer v%s and features %s (%d customers) in %.1fs",
                  version, features_version, len(scores), time.perf_counter() - started)
@@ -150,10 +198,12 @@ class Live:
         """Rebuild if the champion or the snapshot changed; True when a new bundle is live."""
         model = champion(self.config.model_alias)
         features_version = self.store.version()
+        uplift = uplift_champion()
         cur = self.current
-        if (model[0], features_version) == (cur.model_version, cur.features_version):
+        if (model[0], features_version, uplift) == (cur.model_version, cur.features_version,
+                                                   cur.uplift_version):
             return False
-        self.current = self._build(model, features_version)
+        self.current = self._build(model, features_version, uplift)
         self.reloads += 1
         return True
 

@@ -91,10 +91,12 @@ def dep(tmp_path_factory):
     data = generate(SyntheticConfig(n_customers=1200, seed=3))
     paths = write(data, home / "demo")
     (home / "train.yaml").write_text("n_estimators: 60\n")
-    run("features", "build", "--source", str(paths["transactions"]), "--as-of", END,
-        "--horizon", "90d", "--out", str(home / "snapshot"), cwd=home)
+    run("features", "build", "--source", str(paths["transactions"]), "--as-of",
+        f"2023-10-01,{END}", "--horizon", "90d", "--out", str(home / "snapshot"), cwd=home)
     run("train", "--source", str(paths["transactions"]), "--config", str(home / "train.yaml"),
         "--promote", cwd=home)
+    run("train", "uplift", "--campaign-log", str(paths["campaign_log"]), "--features",
+        str(home / "snapshot"), "--promote", cwd=home)
     d = Deployment(home)
     (home / "serve.yaml").write_text(yaml.safe_dump({
         "features": str(home / "snapshot"), "offers": str(ROOT / "configs/offers/demo.yaml"),
@@ -102,7 +104,7 @@ def dep(tmp_path_factory):
         "tracking_uri": d.tracking, "api_key": KEY, "reload_seconds": 1.0}))
     d.customers = data.customers
     d.transactions = data.transactions
-    d.snapshot = pd.read_parquet(next((home / "snapshot").glob("as_of=*/part-0.parquet")))
+    d.snapshot = pd.read_parquet(home / "snapshot" / f"as_of={END}" / "part-0.parquet")
     d.start()
     yield d
     d.stop()
@@ -249,7 +251,8 @@ def test_offers_respect_consent_and_rank_by_net_value(dep):
     for x in body["results"]:
         for offer in x["offers"]:
             assert bool(consent.loc[x["customer_id"], f"consent_{offer['channel']}"])
-            assert offer["source"] == "prior"
+            assert offer["source"] == ("uplift" if offer["offer_id"] == "winback-10"
+                                       else "prior")
             assert offer["net_value"] == pytest.approx(
                 offer["expected_incremental_value"] - offer["expected_cost"], abs=1e-3)
         nets = [o["net_value"] for o in x["offers"]]
@@ -308,6 +311,45 @@ def test_feedback_feeds_the_campaign_log_and_contact_caps(dep):
     assert mine.loc[cid, "arm"] == "treatment" and mine.loc[cid, "revenue"] == 42.5
     assert mine.loc[cid, "converted"] == 1.0 and mine.loc[cid, "offer_id"] == offer["offer_id"]
     assert set(mine["arm"]) == {"treatment", "control"}
+
+
+def test_uplift_model_drives_the_offers_it_covers(dep):
+    meta = dep.client.post("/metadata", json={}).json()
+    assert meta["uplift_version"] == "1" and meta["uplift_offers"] == ["winback-10"]
+    lapsed = dep.snapshot.loc[dep.snapshot["days_since_last"] >= 90, "customer_id"].tolist()
+    body = dep.post("/recommend", {"customer_ids": lapsed[:500], "campaign_id": "uplift",
+                                   "k": 0}).json()
+    winback = [o for x in body["results"] for o in x["offers"] if o["offer_id"] == "winback-10"]
+    assert winback, "no lapsed customer got the uplift-driven win-back offer"
+    lifts = {round(o["p_response_with_contact"] - o["p_response_without_contact"], 6)
+             for o in winback}
+    assert all(o["source"] == "uplift" and "(uplift)" in o["reason"] for o in winback)
+    assert len(lifts) > 1, "the effect should vary by customer, not be the prior's constant"
+
+
+def test_feedback_log_closes_the_loop_into_uplift_training(dep):
+    import numpy as np
+
+    ids = known_ids(dep, 1000)
+    body = dep.post("/recommend", {"customer_ids": ids, "campaign_id": "loop", "k": 0}).json()
+    rng = np.random.default_rng(0)
+    events = []
+    for x in body["results"]:
+        if x["arm"] is None:
+            continue
+        treated = x["arm"] == "treatment"
+        if treated:
+            events.append({"event": "sent", "customer_id": x["customer_id"],
+                           "campaign_id": "loop", "offer_id": "", "channel": "email"})
+        if rng.random() < (0.3 if treated else 0.1):
+            events.append({"event": "converted", "customer_id": x["customer_id"],
+                           "campaign_id": "loop", "revenue": 20.0})
+    for lo in range(0, len(events), 500):
+        assert dep.post("/feedback", {"events": events[lo:lo + 500]}).status_code == 200
+    out = run("train", "uplift", "--campaign-log", f"sqlite:///{dep.home / 'log.db'}",
+              "--campaign-id", "loop", "--features", str(dep.home / "snapshot"),
+              "--tracking-uri", dep.tracking, cwd=dep.home)
+    assert "registered uplift v2 as challenger" in out.replace("\n", " ")
 
 
 def test_hot_reload_under_load_fails_no_request(dep):

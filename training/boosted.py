@@ -1,13 +1,21 @@
-"""Shared base of the XGBoost models: hyper-parameters, feature columns, boundary checks."""
+"""Shared base of the XGBoost models: hyper-parameters, feature columns, boundary checks, and
+exact TreeSHAP contributions by table look-up for large batches."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 from sklearn.base import BaseEstimator
+
+# Below this many rows XGBoost's own TreeSHAP is faster than building and reading the tables.
+TABLE_ROWS = 256
+_BLOCK = 8192  # rows per pass of the table look-up (keeps the per-tree arrays in cache)
+_LOCK = threading.Lock()
 
 
 class BoostedModel(BaseEstimator):
@@ -51,8 +59,132 @@ class BoostedModel(BaseEstimator):
         return y
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """XGBoost's TreeSHAP contributions per feature (margin units), plus `bias`."""
+        """XGBoost's TreeSHAP contributions per feature (margin units), plus `bias`.
+
+        Small inputs go to XGBoost on one thread; larger ones read the same numbers from
+        per-tree tables (`ShapTables`, built once per booster and not pickled).
+        """
         booster = self.model_.get_booster()
-        matrix = xgb.DMatrix(self._matrix(X), feature_names=list(self.feature_names_in_))
-        contrib = booster.predict(matrix, pred_contribs=True)
+        matrix = self._matrix(X)
+        tables = self._tables(booster) if len(matrix) >= TABLE_ROWS else None
+        if tables is not None:
+            contrib = tables.contributions(matrix.to_numpy(dtype="float32"))
+        else:
+            with xgb.config_context(nthread=1):
+                dm = xgb.DMatrix(matrix, feature_names=list(self.feature_names_in_), nthread=1)
+                contrib = booster.predict(dm, pred_contribs=True)
         return pd.DataFrame(contrib, columns=[*self.feature_names_in_, "bias"], index=X.index)
+
+    def _tables(self, booster: xgb.Booster) -> ShapTables | None:
+        cached = self.__dict__.get("_shap_tables")
+        if cached is None or cached[0] is not booster:
+            with _LOCK:
+                cached = self.__dict__.get("_shap_tables")
+                if cached is None or cached[0] is not booster:
+                    cached = (booster, ShapTables.build(booster))
+                    self.__dict__["_shap_tables"] = cached
+        return cached[1]
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_shap_tables", None)
+        return state
+
+
+class ShapTables:
+    """Exact path-dependent TreeSHAP of a tree ensemble, read from per-tree tables.
+
+    A tree's SHAP values depend on a row only through which side of each of the tree's splits
+    it falls (or its missing value's default side). For one tree, each feature's thresholds cut
+    its float32 axis into bins (plus a bin for missing); XGBoost computes the contributions of
+    one representative row per combination of bins (on that tree alone), and a row's
+    contributions are the sum over trees of its combination's entries, added in tree order in
+    float32 as XGBoost does, so the results are the same numbers. Numeric splits of a
+    single-output gbtree only; `build` returns None for anything else.
+    """
+
+    def __init__(self, n_features: int, bias: np.float32, edges: dict[int, np.ndarray],
+                 trees: list[list[tuple[int, np.ndarray, np.ndarray]]]) -> None:
+        self.n_features, self.bias = n_features, bias
+        self.edges = edges  # feature -> every threshold on it in the ensemble (float32, sorted)
+        # per tree, per feature it splits on: (feature, cell step per global bin, its column)
+        self.trees = trees
+
+    @classmethod
+    def build(cls, booster: xgb.Booster) -> ShapTables | None:
+        model = json.loads(booster.save_raw("json"))["learner"]
+        gbm = model["gradient_booster"]
+        param = model["learner_model_param"]
+        if (gbm.get("name") != "gbtree" or int(param.get("num_target", "1")) != 1
+                or int(param.get("num_class", "0")) > 1):
+            return None
+        raw = gbm["model"]["trees"]
+        if len(raw) != booster.num_boosted_rounds():
+            return None
+        n_features = int(param["num_feature"])
+        parsed = []
+        for tree in raw:
+            inner = np.asarray(tree["left_children"]) != -1
+            if np.any(np.asarray(tree["split_type"])[inner] != 0):
+                return None
+            feats = np.asarray(tree["split_indices"])[inner]
+            thr = np.asarray(tree["split_conditions"], dtype=np.float64)[inner].astype(np.float32)
+            parsed.append({int(f): np.unique(thr[feats == f]) for f in np.unique(feats)})
+        edges = {f: np.unique(np.concatenate([p[f] for p in parsed if f in p]))
+                 for f in sorted({f for p in parsed for f in p})}
+        trees = []
+        with xgb.config_context(nthread=1):
+            for t, local in enumerate(parsed):
+                feats = sorted(local)
+                if not feats:
+                    continue
+                # one representative per bin: below the first threshold, each threshold, NaN
+                reps = [np.concatenate([[np.nextafter(local[f][0], np.float32(-np.inf))],
+                                        local[f], [np.nan]]).astype(np.float32) for f in feats]
+                grid = np.meshgrid(*reps, indexing="ij")
+                rows = np.full((grid[0].size, n_features), np.nan, dtype=np.float32)
+                for f, g in zip(feats, grid, strict=True):
+                    rows[:, f] = g.ravel()
+                phi = booster[t:t + 1].predict(xgb.DMatrix(rows, nthread=1),
+                                               pred_contribs=True, validate_features=False)
+                stride = np.cumprod([1] + [len(r) for r in reps[:0:-1]])[::-1]
+                entry = []
+                for f, step in zip(feats, stride, strict=True):
+                    # global bin (thresholds <= x; missing last) -> this tree's bin, times step
+                    local_bins = np.concatenate([[0], np.searchsorted(local[f], edges[f],
+                                                                      side="right"),
+                                                 [len(local[f]) + 1]])
+                    entry.append((f, (local_bins * step).astype(np.intp),
+                                  np.ascontiguousarray(phi[:, f], dtype=np.float32)))
+                trees.append(entry)
+            one = np.zeros((1, n_features), dtype=np.float32)
+            bias = booster.predict(xgb.DMatrix(one, nthread=1), pred_contribs=True,
+                                   validate_features=False)[0, -1]
+        return cls(n_features, np.float32(bias), edges, trees)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """(rows, features + 1) float32: per-feature contributions, then the bias."""
+        x = np.asarray(x, dtype=np.float32)
+        out = np.zeros((self.n_features + 1, len(x)), dtype=np.float32)
+        out[-1] = self.bias
+        for lo in range(0, len(x), _BLOCK):
+            block = x[lo:lo + _BLOCK].T
+            n = block.shape[1]
+            bins = {}
+            for f, edges in self.edges.items():
+                column = np.ascontiguousarray(block[f])
+                b = np.searchsorted(edges, column, side="right")
+                b[np.isnan(column)] = len(edges) + 1
+                bins[f] = b
+            acc = out[:, lo:lo + n]
+            cell, tmp = np.empty(n, dtype=np.intp), np.empty(n, dtype=np.intp)
+            value = np.empty(n, dtype=np.float32)
+            for entry in self.trees:
+                np.take(entry[0][1], bins[entry[0][0]], out=cell)
+                for f, step, _ in entry[1:]:
+                    np.take(step, bins[f], out=tmp)
+                    cell += tmp
+                for f, _, column in entry:
+                    np.take(column, cell, out=value)
+                    acc[f] += value
+        return out.T

@@ -21,6 +21,8 @@ from features.validate import load
 console = Console()
 models_app = typer.Typer(help="Compare, promote and roll back registered models.",
                          no_args_is_help=True)
+train_app = typer.Typer(help="Train the customer models (default) or `uplift` from a campaign "
+                             "log.")
 
 
 def digest(frame: pd.DataFrame) -> str:
@@ -29,8 +31,11 @@ def digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes()).hexdigest()[:16]
 
 
+@train_app.callback(invoke_without_command=True)
 def train_cmd(
-    source: Annotated[Path, typer.Option(help="Source config of the transactions table.")],
+    ctx: typer.Context,
+    source: Annotated[Path | None, typer.Option(help="Source config of the transactions "
+                                                     "table.")] = None,
     config: Annotated[Path | None, typer.Option(help="Training config (YAML): horizon_days, "
                                                      "test_as_of, n_train_cutoffs, ...")] = None,
     horizon: Annotated[str | None, typer.Option(help="Label horizon, e.g. 90d.")] = None,
@@ -43,6 +48,11 @@ def train_cmd(
 ) -> None:
     """Train churn, purchases and value models, evaluate them out of time against the
     baselines, log everything to MLflow and register a `challenger` version."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if source is None:
+        raise DataError("retention train: --source is required (the transactions' source "
+                        "config)")
     from training import registry
     from training.recommender import ItemRecommender
     from training.report import figures
@@ -81,6 +91,53 @@ def train_cmd(
         console.print(registry.promote())
 
 
+@train_app.command("uplift")
+def uplift_cmd(
+    campaign_log: Annotated[str, typer.Option(help="Campaign log: a source config (YAML) or "
+                                                   "the /feedback log's URL (sqlite:///...).")],
+    features: Annotated[Path, typer.Option(help="Feature table from `features build`; the "
+                                                "latest as_of before the campaign is used.")],
+    outcome: Annotated[str, typer.Option(help="visit, converted or revenue.")] = "converted",
+    campaign_id: Annotated[str | None, typer.Option(help="Keep one campaign of the log.")
+                           ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    promote: Annotated[bool, typer.Option(help="Promote to champion if it beats the current "
+                                               "one.")] = False,
+) -> None:
+    """Fit an uplift model on a randomised campaign log, evaluate it on a held-out half (Qini,
+    AUUC, uplift@k), register it as `uplift`; `/recommend` then uses it for its offers."""
+    from training import registry
+    from training.uplift.job import features_at, read_campaign_log, train_uplift
+    from training.uplift.plots import qini_plot
+
+    if outcome not in ("visit", "converted", "revenue"):
+        raise DataError(f"--outcome: {outcome!r} is not one of visit, converted, revenue")
+    log = read_campaign_log(campaign_log)
+    as_of, frame = features_at(features, log)
+    with console.status("fitting uplift models"):
+        run = train_uplift(log, frame, as_of, outcome, campaign_id=campaign_id)
+    figures = {}
+    for arm in run.fit.arms:
+        rows = run.test[run.test["arm"].isin([arm, "control"])]
+        figures[f"qini_{arm}"] = qini_plot(rows["y"], (rows["arm"] == arm).astype(int),
+                                           {arm: rows[f"uplift_{arm}"]}, title=f"Qini: {arm}")
+    registry.configure(tracking_uri)
+    run_id, version = registry.log_uplift(run, campaign_log, figures)
+    table = Table(title=f"uplift on the held-out half ({outcome}, features as of {as_of})")
+    for col in ("offer", "uplift@30%", "Qini", "AUUC"):
+        table.add_column(col)
+    for arm in run.fit.arms:
+        m = run.metrics
+        table.add_row(arm, f"{m[f'{arm}.uplift_at_30']:.4f}", f"{m[f'{arm}.qini_auc']:.4f}",
+                      f"{m[f'{arm}.uplift_auc']:.4f}")
+    console.print(table)
+    console.print(f"MLflow run {run_id}; registered uplift v{version} as challenger "
+                  f"({run.fit.n_rows:,} customers, {run.fit.n_without_features:,} without "
+                  "features left out)")
+    if promote:
+        console.print(registry.promote(name=registry.UPLIFT_NAME))
+
+
 def print_report(result) -> None:
     table = Table(title=f"out-of-time evaluation at {result.cutoffs.test} "
                         f"({result.cutoffs.horizon_days}-day horizon)")
@@ -98,13 +155,16 @@ def print_report(result) -> None:
 @models_app.command("promote")
 def promote_cmd(
     force: Annotated[bool, typer.Option(help="Promote even if the gates fail (recorded).")] = False,
+    model: Annotated[str, typer.Option(help="customer-scorer or uplift.")] = "customer-scorer",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Make the challenger the champion if it beats it out of time."""
     from training import registry
 
+    if model not in registry.GATES:
+        raise DataError(f"--model: {model!r} is not one of {', '.join(registry.GATES)}")
     registry.configure(tracking_uri)
-    console.print(registry.promote(force=force))
+    console.print(registry.promote(force=force, name=model))
 
 
 @models_app.command("rollback")

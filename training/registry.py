@@ -20,10 +20,14 @@ from mlflow.exceptions import MlflowException
 from features.errors import DataError
 
 MODEL_NAME = "customer-scorer"
+UPLIFT_NAME = "uplift"
 EXPERIMENT = "retention"
 CHAMPION, CHALLENGER = "champion", "challenger"
-# Version tags compared by `promote` (higher AUC, lower MAE is better).
-GATES = {"churn_roc_auc": (True, 0.002), "purchases_mae": (False, 0.02)}
+# Version tags compared by `promote`, per model: (higher is better, tolerance).
+GATES = {
+    MODEL_NAME: {"churn_roc_auc": (True, 0.002), "purchases_mae": (False, 0.02)},
+    UPLIFT_NAME: {"qini_auc": (True, 0.005), "uplift_at_30": (True, 0.002)},
+}
 
 
 def configure(tracking_uri: str | None = None, home: Path | None = None) -> str:
@@ -89,14 +93,14 @@ def log_recommender(run_id: str, recommender) -> None:
         client.log_param(run_id, f"recommender_{key}", str(value)[:500])
 
 
-def _version(alias: str):
+def _version(alias: str, name: str = MODEL_NAME):
     try:
-        return MlflowClient().get_model_version_by_alias(MODEL_NAME, alias)
+        return MlflowClient().get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 
 
-def promote(force: bool = False) -> str:
+def promote(force: bool = False, name: str = MODEL_NAME) -> str:
     """Move `champion` to the challenger if it beats the champion on the out-of-time gates.
 
     Gates (from the version tags each run writes): churn ROC-AUC may not drop by more than
@@ -104,31 +108,32 @@ def promote(force: bool = False) -> str:
     `force` skips the gates and is recorded on the version.
     """
     client = MlflowClient()
-    challenger = _version(CHALLENGER)
+    challenger = _version(CHALLENGER, name)
     if challenger is None:
-        raise DataError(f"{MODEL_NAME}: no challenger to promote (run `retention train`)")
-    champion = _version(CHAMPION)
+        raise DataError(f"{name}: no challenger to promote (run `retention train`)")
+    champion = _version(CHAMPION, name)
     if champion is not None and champion.version == challenger.version:
         return f"version {challenger.version} is already the champion"
     if champion is not None and not force:
-        verdict = compare(challenger.tags, champion.tags)
+        verdict = compare(challenger.tags, champion.tags, GATES[name])
         if verdict:
             return (f"kept champion v{champion.version}: challenger v{challenger.version} "
                     f"{verdict} (use --force to override)")
-    client.set_registered_model_alias(MODEL_NAME, CHAMPION, challenger.version)
+    client.set_registered_model_alias(name, CHAMPION, challenger.version)
     if champion is not None:
-        client.set_model_version_tag(MODEL_NAME, challenger.version, "previous_champion",
+        client.set_model_version_tag(name, challenger.version, "previous_champion",
                                      champion.version)
-    client.set_model_version_tag(MODEL_NAME, challenger.version, "promoted_forced",
+    client.set_model_version_tag(name, challenger.version, "promoted_forced",
                                  str(bool(force and champion is not None)).lower())
     was = f" (was v{champion.version})" if champion is not None else ""
     return f"champion is now v{challenger.version}{was}" + (" [forced]" if force else "")
 
 
-def compare(challenger: dict[str, str], champion: dict[str, str]) -> str:
+def compare(challenger: dict[str, str], champion: dict[str, str],
+            gates: dict[str, tuple[bool, float]] | None = None) -> str:
     """'' if the challenger passes every gate and improves one, else why it does not."""
     improved = False
-    for tag, (higher, tolerance) in GATES.items():
+    for tag, (higher, tolerance) in (gates or GATES[MODEL_NAME]).items():
         if tag not in challenger or tag not in champion:
             return f"lacks the {tag} tag to compare"
         new, old = float(challenger[tag]), float(champion[tag])
@@ -159,7 +164,8 @@ def list_versions() -> pd.DataFrame:
     rows = []
     for v in client.search_model_versions(f"name='{MODEL_NAME}'"):
         rows.append({"version": int(v.version), "aliases": ",".join(v.aliases),
-                     "run_id": v.run_id, **{k: v.tags.get(k) for k in (*GATES, "test_as_of")}})
+                     "run_id": v.run_id,
+                     **{k: v.tags.get(k) for k in (*GATES[MODEL_NAME], "test_as_of")}})
     return pd.DataFrame(rows).sort_values("version") if rows else pd.DataFrame()
 
 
@@ -229,3 +235,56 @@ def log_training(result, cfg, lineage: dict[str, object], figures: dict) -> tupl
         example = result.test[result.scorer.input_columns].head(5).astype({"as_of": str})
         version = log_model(result.scorer, example, tags)
         return run.info.run_id, version
+
+
+class UpliftPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: feature rows in, one estimated uplift column per covered offer out."""
+
+    def load_context(self, context) -> None:
+        self.fit = joblib.load(context.artifacts["uplift"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        rows = pd.DataFrame(model_input)[self.fit.features]
+        return self.fit.learner.predict_uplift(rows.reset_index(drop=True))
+
+
+def log_uplift(run, source: str, figures: dict) -> tuple[str, str]:
+    """One MLflow run for an uplift model; registers `uplift` as challenger. (run id, version)"""
+    import matplotlib.pyplot as plt
+
+    fit = run.fit
+    client = MlflowClient()
+    with mlflow.start_run(run_name=f"uplift-{run.as_of}") as active:
+        mlflow.log_params({"learner": type(fit.learner).__name__, "outcome": fit.outcome,
+                           "offers": ",".join(fit.arms), "features_as_of": str(run.as_of),
+                           "rows": fit.n_rows, "source": source,
+                           "rows_without_features": fit.n_without_features,
+                           **{f"learner_{k}": v for k, v in fit.learner.get_params().items()}})
+        mlflow.log_metrics({k: float(v) for k, v in run.metrics.items() if v == v})
+        for name, fig in figures.items():
+            mlflow.log_figure(fig, f"plots/{name}.png")
+            plt.close(fig)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "uplift.joblib"
+            joblib.dump(fit, path)
+            info = mlflow.pyfunc.log_model(
+                name=UPLIFT_NAME, python_model=UpliftPyfunc(), artifacts={"uplift": str(path)},
+                pip_requirements=requirements(), registered_model_name=UPLIFT_NAME)
+        version = str(info.registered_model_version)
+        first = fit.arms[0]
+        tags = {"offers": ",".join(fit.arms), "outcome": fit.outcome,
+                "qini_auc": run.metrics.get(f"{first}.qini_auc", float("nan")),
+                "uplift_at_30": run.metrics.get(f"{first}.uplift_at_30", float("nan"))}
+        for key, value in tags.items():
+            client.set_model_version_tag(UPLIFT_NAME, version, key, str(value))
+        client.set_registered_model_alias(UPLIFT_NAME, CHALLENGER, version)
+        return active.info.run_id, version
+
+
+def load_uplift(alias: str = CHAMPION):
+    """(version, CampaignFit) of the aliased `uplift` model, or None when there is none."""
+    v = _version(alias, UPLIFT_NAME)
+    if v is None:
+        return None
+    model = mlflow.pyfunc.load_model(f"models:/{UPLIFT_NAME}/{v.version}")
+    return str(v.version), model.unwrap_python_model().fit
