@@ -431,7 +431,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(dep):
         [str(BIN / "schemathesis"), "run", f"{dep.url}/docs.json", "-H", f"X-API-Key: {KEY}",
          "--checks", "not_a_server_error,response_schema_conformance", "-n", "100",
          "--seed", "7", "--report", "ndjson", "--report-ndjson-path", str(report)],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=900, cwd=dep.home)
     assert done.returncode == 0, done.stdout[-4000:]
     import re
 
