@@ -22,6 +22,8 @@ run: venv
 	$(BIN)/retention features build --source $(DEMO)/transactions.yaml \
 		--as-of 2023-04-01,2023-07-01,2023-10-01,2024-01-01 --horizon 90d --out $(DEMO)/features
 	$(BIN)/retention train --source $(DEMO)/transactions.yaml --horizon 90d --promote
+	$(BIN)/retention train uplift --campaign-log $(DEMO)/campaign_log.yaml \
+		--features $(DEMO)/features --promote
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
 	@echo "Once the service is ready, try (README, 'Serving'): bash serving/examples.sh"
 	RETENTION_API_KEY=$${RETENTION_API_KEY:-demo-key} $(BIN)/retention serve \
@@ -43,9 +45,12 @@ bench: venv
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_btyd.py
 
-## bench-accuracy: out-of-time accuracy on CDNOW and Online Retail II vs every baseline
+## bench-accuracy: out-of-time accuracy on CDNOW and Online Retail II vs every baseline,
+## recommender recall@10 on Online Retail II, uplift on Hillstrom
 bench-accuracy: venv
 	$(BIN)/python bench/bench_accuracy.py
+	$(BIN)/python bench/bench_recommender.py
+	$(BIN)/python bench/bench_uplift.py
 
 clean:
 	rm -rf $(VENV) data mlruns .pytest_cache .ruff_cache

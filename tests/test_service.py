@@ -35,9 +35,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without MLflow settings earlier tests left behind
+    (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI)."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **extra}
+
+
 def run(*args: str, cwd: Path) -> str:
+    """A `retention` command in `cwd`: its MLflow store is cwd/mlruns unless told otherwise."""
     done = subprocess.run([str(BIN / "retention"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=900, env=clean_env())
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -52,10 +59,10 @@ class Deployment:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "RETENTION_SERVE_CONFIG": str(self.home / "serve.yaml"),
-               "RETENTION_PORT": str(self.port)}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        self.log = open(self.home / f"server-{time.time_ns()}.log", "w")  # noqa: SIM115
+        env = clean_env(RETENTION_SERVE_CONFIG=str(self.home / "serve.yaml"),
+                        RETENTION_PORT=str(self.port))
+        self.log_path = self.home / f"server-{time.time_ns()}.log"
+        self.log = open(self.log_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(BIN / "bentoml"), "serve", "serving.service:Retention", "--host", "127.0.0.1",
              "--port", str(self.port), "--working-dir", str(ROOT)],
@@ -63,7 +70,8 @@ class Deployment:
             start_new_session=True)
         deadline = time.time() + 180
         while time.time() < deadline:
-            assert self.proc.poll() is None, (self.home / self.log.name).read_text()[-3000:]
+            text = self.log_path.read_text()
+            assert self.proc.poll() is None and "startup failed" not in text, text[-3000:]
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
                     return
