@@ -447,3 +447,29 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(dep):
     assert m, done.stdout[-2000:]
     generated, passed = int(m.group(1)), int(m.group(2))
     assert generated >= 1000 and passed == generated, done.stdout[-2000:]
+
+
+@pytest.mark.postgres
+def test_batch_scoring_writes_the_risk_list_to_parquet_csv_and_postgres(dep, pg_url):
+    import sqlalchemy as sa
+
+    for out in (dep.home / "risk.parquet", dep.home / "risk.csv"):
+        text = run("score", "--features", str(dep.home / "snapshot"), "--out", str(out),
+                   "--tracking-uri", dep.tracking, cwd=dep.home)
+        assert f"{len(dep.snapshot):,} customers scored" in text
+    parquet = pd.read_parquet(dep.home / "risk.parquet")
+    csv = pd.read_csv(dep.home / "risk.csv", dtype={"customer_id": str})
+    assert len(parquet) == len(csv) == len(dep.snapshot)
+    assert parquet["value_at_risk"].is_monotonic_decreasing
+    assert parquet["customer_id"].tolist() == csv["customer_id"].tolist()
+    run("score", "--features", str(dep.home / "snapshot"), "--out", pg_url, "--table",
+        "risk_list_test", "--tracking-uri", dep.tracking, cwd=dep.home)
+    engine = sa.create_engine("postgresql+psycopg://" + pg_url.split("://", 1)[1])
+    with engine.connect() as conn:
+        table = pd.read_sql("SELECT * FROM risk_list_test", conn)
+    assert len(table) == len(parquet)
+    assert set(table["customer_id"]) == set(parquet["customer_id"])
+    bad = subprocess.run([str(BIN / "retention"), "score", "--features", str(dep.home),
+                          "--out", "x.txt", "--tracking-uri", dep.tracking], cwd=dep.home,
+                         capture_output=True, text=True, env=clean_env())
+    assert bad.returncode == 2 and "no feature partitions" in bad.stderr
