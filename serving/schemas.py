@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -12,14 +12,9 @@ from serving.offers import Channel
 MAX_IDS = 1000
 
 
-def _ids(v: list[str]) -> list[str]:
-    for i, value in enumerate(v):
-        if not value.strip():
-            raise ValueError(f"customer_ids[{i}] is empty")
-        if len(value) > 128:
-            raise ValueError(f"customer_ids[{i}] is longer than 128 characters")
-    return v
-
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
+Ids = Annotated[list[Id], Field(min_length=1, max_length=MAX_IDS)]
+TopN = Annotated[int, Field(ge=1, le=10_000)]
 
 class CustomerScore(BaseModel):
     customer_id: str
@@ -110,7 +105,7 @@ class RiskFilters(BaseModel):
 
 class RiskListRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    top_n: int = Field(100, ge=1, le=10_000)
+    top_n: TopN = 100
     filters: RiskFilters = RiskFilters()
 
 
@@ -123,12 +118,11 @@ class RiskListResponse(BaseModel):
 
 class RecommendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    customer_ids: list[str] = Field(min_length=1, max_length=MAX_IDS)
+    customer_ids: Ids
     k: int = Field(5, ge=0, le=50, description="products to recommend per customer")
     channel: Channel | None = Field(None, description="only offers on this channel; default: "
                                                       "the cheapest consented channel per offer")
-    campaign_id: str = Field("default", min_length=1, max_length=128)
-    _check = field_validator("customer_ids")(_ids)
+    campaign_id: Id = "default"
 
 
 class OfferChoice(BaseModel):

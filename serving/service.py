@@ -26,6 +26,8 @@ from serving.schemas import (
     FeatureRow,
     FeedbackEvent,
     FeedbackResponse,
+    Id,
+    Ids,
     Metadata,
     RecommendRequest,
     RecommendResponse,
@@ -33,6 +35,7 @@ from serving.schemas import (
     RiskListRequest,
     RiskListResponse,
     ScoreResponse,
+    TopN,
 )
 from serving.state import Live
 from training.registry import MODEL_NAME
@@ -69,9 +72,6 @@ class Unprocessable(bentoml.exceptions.BentoMLException):
     error_code = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
-TopN = Annotated[int, Field(ge=1, le=10_000)]
-Ids = Annotated[list[Id], Field(min_length=1, max_length=MAX_IDS)]
 Rows = Annotated[list[FeatureRow], Field(min_length=1, max_length=MAX_IDS)]
 Events = Annotated[list[FeedbackEvent], Field(min_length=1, max_length=MAX_IDS)]
 
