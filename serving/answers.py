@@ -51,15 +51,16 @@ def _row_score(customer_id: str, row: dict, model_version: str) -> CustomerScore
 
 
 def score_ids(served: Served, ids: list[str]) -> list[CustomerScore]:
-    """Scores of known customers; an unknown id gets `unknown_customer`, not an error."""
-    known = served.scores.index.intersection(pd.Index(ids).unique())
-    rows = served.scores.loc[known].to_dict("index") if len(known) else {}
+    """Scores of known customers; an unknown id gets `unknown_customer`, not an error.
+    Reads the bundle's per-column arrays: a dict per answer, no DataFrame on the hot path."""
     out = []
-    for cid in ids:
-        row = rows.get(cid)
-        out.append(_row_score(cid, row, served.model_version) if row is not None
-                   else CustomerScore(customer_id=cid, status="unknown_customer",
-                                      model_version=served.model_version))
+    for cid, at in zip(ids, served.scores.index.get_indexer(ids), strict=True):
+        if at < 0:
+            out.append(CustomerScore(customer_id=cid, status="unknown_customer",
+                                     model_version=served.model_version))
+        else:
+            row = {c: values[at] for c, values in served.columns.items()}
+            out.append(_row_score(cid, row, served.model_version))
     return out
 
 
@@ -70,13 +71,15 @@ def segment_of(r: int, f: int) -> str:
     return "Hibernating"
 
 
-def score_rows(served: Served, rows: list[FeatureRow], bands: RiskBands) -> list[CustomerScore]:
-    """Score feature rows sent by the caller, ranked against the served population."""
+def score_rows(served: Served, rows: list[FeatureRow], bands: RiskBands,
+               groups: list[int] | None = None) -> list[CustomerScore]:
+    """Score feature rows sent by the caller, ranked against the served population.
+    `groups`: row counts of the micro-batched requests, scored as if each came alone."""
     frame = pd.DataFrame([r.model_dump() for r in rows])
     frame["as_of"] = frame["as_of"].fillna(pd.Timestamp(served.as_of).date())
     frame = frame.astype({c: "float64" for c in frame.columns
                           if c not in ("customer_id", "as_of")})
-    scores = served.scorer.score(frame)
+    scores = served.scorer.score(frame, groups=groups)
     frame["rfm_segment"] = [segment_of(int(r), int(f))
                             for r, f in zip(frame["r_score"], frame["f_score"], strict=True)]
     frame["value_tier"] = None

@@ -62,12 +62,12 @@ class FeatureRow(BaseModel):
     orders_90d: int = Field(0, ge=0, le=100_000)
     orders_180d: int = Field(0, ge=0, le=100_000)
     orders_365d: int = Field(0, ge=0, le=100_000)
-    spend_30d: float = Field(0.0, ge=0, le=1e9)
-    spend_90d: float = Field(0.0, ge=0, le=1e9)
-    spend_180d: float = Field(0.0, ge=0, le=1e9)
-    spend_365d: float = Field(0.0, ge=0, le=1e9)
+    spend_30d: float = Field(0.0, ge=-1e9, le=1e9)  # net of refunds
+    spend_90d: float = Field(0.0, ge=-1e9, le=1e9)  # net of refunds
+    spend_180d: float = Field(0.0, ge=-1e9, le=1e9)  # net of refunds
+    spend_365d: float = Field(0.0, ge=-1e9, le=1e9)  # net of refunds
     total_orders: int = Field(ge=1, le=1_000_000)
-    total_spend: float = Field(ge=0, le=1e10)
+    total_spend: float = Field(ge=-1e10, le=1e10)  # net of refunds
     avg_order_value: float = Field(ge=0, le=1e9)
     basket_size: float = Field(1.0, ge=0, le=1e5)
     distinct_products: int = Field(1, ge=0, le=1_000_000)
@@ -80,7 +80,7 @@ class FeatureRow(BaseModel):
     f_score: int = Field(3, ge=1, le=5)
     m_score: int = Field(3, ge=1, le=5)
     orders_next90_ly: int = Field(0, ge=0, le=100_000)
-    spend_next90_ly: float = Field(0.0, ge=0, le=1e9)
+    spend_next90_ly: float = Field(0.0, ge=-1e9, le=1e9)  # net of refunds
 
     @model_validator(mode="after")
     def _consistent(self) -> FeatureRow:

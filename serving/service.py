@@ -8,6 +8,7 @@ X-API-Key. Logs carry customer ids only, never their attributes.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import os
 from http import HTTPStatus
@@ -17,8 +18,10 @@ import bentoml
 from pydantic import Field
 
 from serving import answers
+from serving.bentoml_fixes import cancel_request_timers
 from serving.campaign_log import CampaignLog
 from serving.config import load_config
+from serving.microbatch import MicroBatcher
 from serving.middleware import Guard
 from serving.offers import Channel
 from serving.schemas import (
@@ -63,6 +66,7 @@ def _client_error(exc: BaseException) -> bool:
 
 
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoPayloadInLogs())
+cancel_request_timers()
 PORT = int(os.environ.get("RETENTION_PORT", "3000"))
 
 
@@ -84,6 +88,14 @@ class Retention:
         self.config = load_config()
         self.live = Live(self.config)
         self.campaign_log = CampaignLog(self.config.campaign_log)
+        self.batcher = MicroBatcher(self._score_rows, max_items=self.config.max_ids)
+        # The loaded models and snapshot live as long as the process: keep them out of the
+        # garbage collector's full passes, which would otherwise stall requests.
+        gc.collect()
+        gc.freeze()
+
+    def _score_rows(self, served, rows: list[FeatureRow], sizes: list[int]) -> list:
+        return answers.score_rows(served, rows, self.config.risk_bands, groups=sizes)
 
     def __is_ready__(self) -> bool:
         return self.live.current is not None
@@ -96,11 +108,11 @@ class Retention:
                              results=answers.score_ids(served, customer_ids))
 
     @bentoml.api(route="/score_features")
-    def score_features(self, rows: Rows) -> ScoreResponse:
+    async def score_features(self, rows: Rows) -> ScoreResponse:
         """Scores of feature rows sent by the caller (what-if, brand-new customers)."""
         served = self.live.current
         try:
-            results = answers.score_rows(served, rows, self.config.risk_bands)
+            results = await self.batcher.submit(served, rows)
         except ValueError as exc:
             raise Unprocessable(f"rows: {exc}") from None
         return ScoreResponse(model_version=served.model_version, as_of=served.as_of,

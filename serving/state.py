@@ -41,6 +41,7 @@ class Served:
     uplift_version: str | None = None
     uplift_offers: tuple[str, ...] = ()  # offers whose effect comes from the uplift model
     uplift_outcome: str | None = None
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # scores as object arrays
     loaded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
 
@@ -189,6 +190,7 @@ class Live:
             uplift_version=effect.version if effect else None,
             uplift_offers=tuple(effect.predictions.columns) if effect else (),
             uplift_outcome=effect.outcome if effect else None,
+            columns={c: scores[c].to_numpy(dtype=object) for c in scores.columns},
         )
         log.info("loaded customer-scorer v%s and features %s (%d customers) in %.1fs",
                  version, features_version, len(scores), time.perf_counter() - started)

@@ -189,22 +189,47 @@ def test_malformed_oversized_and_non_json_bodies(dep):
     assert r.status_code == 415
 
 
-def test_score_features_gives_the_same_scores_as_the_store(dep):
+def feature_payload(dep, cid: str) -> dict:
     from serving.schemas import FeatureRow
 
-    cid = known_ids(dep, 5)[4]
     row = dep.snapshot.set_index("customer_id").loc[cid]
-    fields = {k: row[k] for k in FeatureRow.model_fields if k in row.index}
-    payload = {"customer_id": cid, "as_of": END,
-               **{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
-                  for k, v in fields.items()}}
-    what_if = dep.post("/score_features", {"rows": [payload]})
+    return {"customer_id": cid, "as_of": END,
+            **{k: (None if pd.isna(row[k]) else row[k].item() if hasattr(row[k], "item")
+                   else row[k]) for k in FeatureRow.model_fields if k in row.index}}
+
+
+def test_score_features_gives_the_same_scores_as_the_store(dep):
+    cid = known_ids(dep, 5)[4]
+    what_if = dep.post("/score_features", {"rows": [feature_payload(dep, cid)]})
     assert what_if.status_code == 200, what_if.text
     stored = dep.post("/score", {"customer_ids": [cid]}).json()["results"][0]
     got = what_if.json()["results"][0]
     for key in ("churn_probability", "p_alive", "expected_purchases", "risk_percentile"):
         assert got[key] == pytest.approx(stored[key], rel=1e-6), key
     assert (got["risk_band"], got["rfm_segment"]) == (stored["risk_band"], stored["rfm_segment"])
+
+
+def test_concurrent_score_features_batched_answer_as_if_alone(dep):
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = known_ids(dep, 200)[-16:]
+    alone = {}
+    for cid in ids:
+        r = dep.post("/score_features", {"rows": [feature_payload(dep, cid)]})
+        assert r.status_code == 200, r.text
+        alone[cid] = r.json()
+
+    def call(cid: str) -> tuple[str, dict]:
+        with httpx.Client(base_url=dep.url, headers={"X-API-Key": KEY}, timeout=60) as c:
+            return cid, c.post("/score_features",
+                               json={"rows": [feature_payload(dep, cid)]}).json()
+
+    with ThreadPoolExecutor(8) as pool:
+        together = dict(pool.map(call, ids))
+    for cid in ids:
+        a, b = alone[cid]["results"][0], together[cid]["results"][0]
+        for key in ("churn_probability", "expected_purchases", "clv", "clv_p10", "clv_p90"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9, abs=1e-9), (cid, key)
 
 
 def test_risk_list_is_ranked_by_value_at_risk_and_filtered(dep):
