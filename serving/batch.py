@@ -7,11 +7,14 @@ Parquet, CSV or PostgreSQL).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from features.errors import DataError
 from serving.config import RiskBands
@@ -29,7 +32,8 @@ def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
     ranked = np.sort(churn) if population is None else population
     out["risk_percentile"] = np.round(
         100.0 * np.searchsorted(ranked, churn, side="right") / max(len(ranked), 1), 1)
-    out["risk_band"] = [bands.band(p) for p in churn]
+    out["risk_band"] = np.where(churn >= bands.high, "high",
+                                np.where(churn >= bands.medium, "medium", "low")).astype(object)
     for col in CARRIED:
         out[col] = features[col].to_numpy() if col in features else None
     expected = out["expected_purchases"].to_numpy(dtype="float64")
@@ -44,18 +48,38 @@ def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
 
 def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: RiskBands, *,
                      chunk: int = 50_000, reasons: bool = True,
-                     progress: Callable[[int], None] | None = None) -> pd.DataFrame:
-    """Score every row of a snapshot in chunks (bounded memory), then rank the population."""
+                     progress: Callable[[int], None] | None = None,
+                     workers: int | None = None) -> pd.DataFrame:
+    """Score every row of a snapshot in chunks (bounded memory), then rank the population.
+
+    Chunks are scored `workers` at a time on threads (default: up to 2, at most the cores):
+    the heavy parts (simulation, trees, TreeSHAP tables) run in numpy and XGBoost outside the
+    GIL, each thread with one XGBoost thread. Results do not depend on `workers`.
+    """
     if features.empty:
         raise DataError("feature snapshot is empty: nothing to score")
     features = features.reset_index(drop=True)
-    parts = []
-    for lo in range(0, len(features), chunk):
-        part = features.iloc[lo:lo + chunk]
-        parts.append(scorer.score(part, reasons=reasons))
-        if progress:
-            progress(len(part))
-    return enrich(pd.concat(parts, ignore_index=True), features, bands)
+    parts = [features.iloc[lo:lo + chunk] for lo in range(0, len(features), chunk)]
+    workers = min(len(parts), workers or min(2, os.cpu_count() or 1))
+    if workers <= 1:
+        scored = []
+        for part in parts:
+            scored.append(scorer.score(part, reasons=reasons))
+            if progress:
+                progress(len(part))
+    else:
+        def one(part: pd.DataFrame) -> pd.DataFrame:
+            with xgb.config_context(nthread=1):
+                return scorer.score(part, reasons=reasons)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
+            futures = [pool.submit(one, part) for part in parts]
+            scored = []
+            for part, future in zip(parts, futures, strict=True):
+                scored.append(future.result())
+                if progress:
+                    progress(len(part))
+    return enrich(pd.concat(scored, ignore_index=True), features, bands)
 
 
 def write_scores(scores: pd.DataFrame, out: str, table: str = "customer_scores") -> str:

@@ -71,7 +71,8 @@ class BoostedModel(BaseEstimator):
             contrib = tables.contributions(matrix.to_numpy(dtype="float32"))
         else:
             with xgb.config_context(nthread=1):
-                dm = xgb.DMatrix(matrix, feature_names=list(self.feature_names_in_), nthread=1)
+                dm = xgb.DMatrix(matrix.to_numpy(dtype="float32"), nthread=1,
+                                 feature_names=list(self.feature_names_in_))
                 contrib = booster.predict(dm, pred_contribs=True)
         return pd.DataFrame(contrib, columns=[*self.feature_names_in_, "bias"], index=X.index)
 

@@ -8,6 +8,8 @@ validation cutoff (`calibrate_levels`) so that [P10, P90] really holds ~80% of c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -22,30 +24,99 @@ def simulate_spend(comp: Components, frame: pd.DataFrame, horizon_days: float, *
     p ~ Beta(a, b + x); purchases = min(Poisson(lambda t), Geometric(p)) (dropout follows a
     purchase). Gamma-Gamma: nu ~ Gamma(p x + q, gamma + x m); total ~ Gamma(N p, nu).
     """
-    rng = np.random.default_rng(seed)
-    bg, gg = comp.bg.params_, comp.gg.params_
+    return simulate_spends(comp, frame, (horizon_days,), draws=draws, seed=seed, chunk=chunk)[0]
+
+
+def simulate_spends(comp: Components, frame: pd.DataFrame, horizons: Sequence[float], *,
+                    draws: int = 200, seed: int = 0, chunk: int = 50_000,
+                    groups: Sequence[int] | None = None) -> list[np.ndarray]:
+    """`simulate_spend` for several horizons from the same simulated futures, one array each.
+
+    Purchases in a longer horizon are the shorter one's plus Poisson(lambda x the extra days)
+    (capped by the same Geometric dropout) and its spend the shorter one's plus
+    Gamma(extra purchases x p, nu): sums of independent Poisson and Gamma draws, so each
+    horizon's draws have exactly the distribution of a separate simulation. Only what can
+    change a total is drawn: rates for alive draws, dropout and nu where a purchase happens
+    (dropout from its marginal, `_dropouts`).
+
+    `groups` (row counts of consecutive blocks of `frame`) draws each block from its own
+    generator, exactly as if the block were simulated alone.
+    """
     x = frame["frequency"].to_numpy(dtype="float64")
     rec = frame["recency"].to_numpy(dtype="float64")
     big_t = frame["T"].to_numpy(dtype="float64")
     m = np.clip(frame["monetary_value"].to_numpy(dtype="float64"), 0.0, None)
     p_alive = comp.bg.p_alive(x, rec, big_t)
-    out = np.empty((len(frame), draws))
-    for lo in range(0, len(frame), chunk):
-        s = slice(lo, lo + chunk)
-        n = len(x[s])
-        size = (n, draws)
-        alive = rng.random(size) < p_alive[s, None]
-        lam = rng.gamma(bg["r"] + x[s, None], 1.0 / (bg["alpha"] + big_t[s, None]), size)
-        p = rng.beta(bg["a"], bg["b"] + x[s, None], size)
-        count = np.minimum(rng.poisson(lam * horizon_days), rng.geometric(np.clip(p, 1e-9, 1)))
-        count = np.where(alive, count, 0)
-        shape = gg["p"] * x[s, None] + gg["q"]
-        rate = gg["gamma"] + x[s, None] * m[s, None]
-        nu = rng.gamma(shape, 1.0 / rate, size)
-        total = np.zeros(size)
-        pos = count > 0
-        total[pos] = rng.gamma(count[pos] * gg["p"], 1.0 / nu[pos])
-        out[s] = total
+    order = np.argsort(horizons, kind="stable")
+    outs = [np.zeros((len(frame), draws)) for _ in horizons]
+    blocks = [len(frame)] if groups is None else [int(g) for g in groups]
+    if sum(blocks) != len(frame) or min(blocks, default=0) < 0:
+        raise ValueError(f"groups: sizes {blocks} do not add up to {len(frame)} rows")
+    ends = np.cumsum(blocks)
+    for start, end in zip(ends - blocks, ends, strict=True):
+        rng = np.random.default_rng(seed)
+        for lo in range(int(start), int(end), chunk):
+            _simulate(rng, comp, x, big_t, m, p_alive, slice(lo, min(lo + chunk, int(end))),
+                      draws, horizons, order, outs)
+    return outs
+
+
+def _simulate(rng: np.random.Generator, comp: Components, x: np.ndarray, big_t: np.ndarray,
+              m: np.ndarray, p_alive: np.ndarray, s: slice, draws: int,
+              horizons: Sequence[float], order: np.ndarray, outs: list[np.ndarray]) -> None:
+    """Draws of the rows in `s` into `outs` (one array per horizon)."""
+    bg, gg = comp.bg.params_, comp.gg.params_
+    lo = s.start
+    cells = np.flatnonzero(rng.random((s.stop - lo, draws)) < p_alive[s, None])
+    row = cells // draws + lo
+    xa = x[row]
+    lam = rng.gamma(bg["r"] + xa, 1.0 / (bg["alpha"] + big_t[row]))
+    counts, seen, last = [], 0, 0.0
+    for k in order:
+        seen = seen + rng.poisson(lam * (float(horizons[k]) - last))
+        last = float(horizons[k])
+        counts.append(seen)
+    buys = np.flatnonzero(counts[-1] > 0)
+    cells, row, xb = cells[buys], row[buys], xa[buys]
+    xs, code = np.unique(x[s], return_inverse=True)
+    dropout = _dropouts(rng, bg["a"], bg["b"], xs, code.ravel()[row - lo],
+                        counts[-1][buys])
+    nu = rng.gamma(gg["p"] * xb + gg["q"], 1.0 / (gg["gamma"] + xb * m[row]))
+    total, before = np.zeros(len(buys)), 0
+    for k, seen in zip(order, counts, strict=True):
+        bought = np.minimum(seen[buys], dropout)
+        more = np.flatnonzero(bought > before)
+        total[more] += rng.gamma((bought - before)[more] * gg["p"], 1.0 / nu[more])
+        outs[k][s].reshape(-1)[cells] = total
+        before = bought
+
+
+def _dropouts(rng: np.random.Generator, a: float, b: float, xs: np.ndarray, code: np.ndarray,
+              cap: np.ndarray) -> np.ndarray:
+    """min(G, cap + 1) for G ~ Geometric(p), p ~ Beta(a, b + x): the purchase after which the
+    customer drops out, as far as the first `cap` purchases can tell.
+
+    p serves nothing else, so G is drawn from its marginal (beta-geometric) by inversion:
+    P(G > k) = B(a, b + x + k) / B(a, b + x) = prod_{i<k} (b + x + i) / (a + b + x + i), and
+    G = the first k with P(G > k) <= U. Most draws end their horizon before dropping out
+    (U < P(G > cap)); only the others search for G. x = xs[code] per draw.
+    """
+    if len(code) == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = int(cap.max()) + 1
+    steps = np.log1p(-a / (a + b + xs[:, None] + np.arange(top)[None, :]))
+    survive = np.exp(np.concatenate([np.zeros((len(xs), 1)), np.cumsum(steps, axis=1)],
+                                    axis=1)).ravel()  # P(G > k) at [code, k], k = 0..top
+    base = code * (top + 1)
+    u = rng.random(len(code))
+    out = cap + 1
+    look = np.flatnonzero(u >= survive[base + cap])  # G <= cap
+    k = 1
+    while len(look):
+        found = u[look] >= survive[base[look] + k]
+        out[look[found]] = k
+        look = look[~found]
+        k += 1
     return out
 
 
@@ -53,8 +124,7 @@ def quantiles(draws: np.ndarray, centre: np.ndarray, levels: tuple[float, float]
     """P_lo, P50, P_hi per customer, rescaled so the draws' mean equals `centre`."""
     mean = draws.mean(axis=1)
     scale = np.divide(centre, mean, out=np.ones_like(mean), where=mean > 0)
-    scaled = draws * scale[:, None]
-    lo, mid, hi = np.quantile(scaled, [levels[0], 0.5, levels[1]], axis=1)
+    lo, mid, hi = np.quantile(draws, [levels[0], 0.5, levels[1]], axis=1) * scale
     return pd.DataFrame({"p10": lo, "p50": mid, "p90": hi})
 
 

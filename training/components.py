@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from training.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
+from training.btyd.paretonbd import _lifetime_integral
 
 COMPONENT_FEATURES: tuple[str, ...] = (
     "bg_p_alive", "bg_expected", "bg_p_zero", "pnbd_p_alive", "pnbd_expected", "gg_spend",
@@ -59,11 +60,21 @@ def component_features(frame: pd.DataFrame, comp: Components, horizon_days: int)
     out["bg_p_alive"] = p_alive
     out["bg_expected"] = comp.bg.expected_purchases(h, f, r, t)
     out["bg_p_zero"] = bg_p_zero(comp.bg, h, f, r, t)
-    out["pnbd_p_alive"] = comp.pnbd.p_alive(f, r, t)
-    out["pnbd_expected"] = comp.pnbd.expected_purchases(h, f, r, t)
+    pnbd_alive = comp.pnbd.p_alive(f, r, t)
+    out["pnbd_p_alive"] = pnbd_alive
+    out["pnbd_expected"] = pnbd_expected(comp.pnbd, h, f, t, pnbd_alive)
     monetary = np.clip(frame["monetary_value"].to_numpy(dtype="float64"), 0.0, None)
     out["gg_spend"] = comp.gg.expected_spend(f, monetary)
     return out
+
+
+def pnbd_expected(pnbd: ParetoNBDModel, t: float, f: np.ndarray, big_t: np.ndarray,
+                  p_alive: np.ndarray) -> np.ndarray:
+    """`ParetoNBDModel.expected_purchases` given its P(alive), computed once (the same
+    expression: P(alive) * (r + x) / (alpha + T) * the expected alive time in the next t)."""
+    r, alpha, s, beta = (pnbd.params_[k] for k in ("r", "alpha", "s", "beta"))
+    h = np.full(len(f), float(t))
+    return p_alive * ((r + f) / (alpha + big_t)) * _lifetime_integral(s, beta + big_t, h)
 
 
 def bg_p_zero(bg: BetaGeoModel, t: float, f: np.ndarray, r: np.ndarray,

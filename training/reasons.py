@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
+import string
 
 import numpy as np
 import pandas as pd
-
 
 _TEMPLATES: dict[str, str] = {
     "frequency": "{v:.0f} repeat purchase days so far",
@@ -31,6 +32,9 @@ _TEMPLATES: dict[str, str] = {
     "m_score": "monetary score {v:.0f}/5",
     "total_orders": "{v:.0f} orders in total",
     "total_spend": "{v:,.0f} spent in total",
+    "orders_next90_ly": "{v:.0f} orders in the same 90 days last year",
+    "spend_next90_ly": "{v:,.0f} spent in the same 90 days last year",
+    "season_cos": "the time of year",
     **{f"orders_{w}d": "{v:.0f} orders in the last " + f"{w} days" for w in (30, 90, 180, 365)},
     **{f"spend_{w}d": "{v:,.0f} spent in the last " + f"{w} days" for w in (30, 90, 180, 365)},
 }
@@ -75,32 +79,38 @@ def explain(contrib: pd.DataFrame, features: pd.DataFrame, up: int = 3,
 
 
 def explain_joined(contrib: pd.DataFrame, features: pd.DataFrame, up: int = 3,
-                   down: int = 2) -> tuple[list[str], list[str]]:
-    """`explain`'s factors per row joined with "; " (raising, lowering): what the scorer
-    returns, without building a dict per row."""
-    return tuple(["; ".join(t for t in row if t) for row in texts.tolist()]
-                 for texts in _texts(contrib, features, up, down))
+                   down: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """`explain`'s factors per row joined with "; " (raising, lowering; object arrays): what
+    the scorer returns, without building a list per row."""
+    out = []
+    for texts in _texts(contrib, features, up, down):
+        joined = texts[:, 0].copy()
+        for k in range(1, texts.shape[1]):
+            more = texts[:, k] != ""  # factors fill their slots from the first
+            joined[more] = joined[more] + "; " + texts[more, k]
+        out.append(joined)
+    return out[0], out[1]
 
 
 def _grouped(contrib: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     """Family sums of the contributions (the same compensated sums in the same dtype as
     pandas' groupby-sum, so ties and signs come out the same)."""
     names = [c for c in contrib.columns if c != "bias"]
+    raw = contrib[names].to_numpy()
     keys: list[str] = []
-    members: dict[str, list[str]] = {}
-    for n in names:
+    members: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
         key = FAMILIES.get(n, n)
         if key not in members:
             keys.append(key)
             members[key] = []
-        members[key].append(n)
-    values = np.empty((len(contrib), len(keys)),
-                      dtype=np.result_type(*contrib[names].dtypes) if names else np.float64)
+        members[key].append(i)
+    values = np.empty((len(raw), len(keys)), dtype=raw.dtype)
     for j, key in enumerate(keys):
-        total = contrib[members[key][0]].to_numpy(dtype=values.dtype, copy=True)
+        total = raw[:, members[key][0]].copy()
         comp = np.zeros_like(total)
-        for n in members[key][1:]:
-            y = contrib[n].to_numpy(dtype=values.dtype) - comp
+        for i in members[key][1:]:
+            y = raw[:, i] - comp
             t = total + y
             comp = (t - total) - y
             comp[np.isnan(comp)] = 0
@@ -113,11 +123,9 @@ def _texts(contrib: pd.DataFrame, features: pd.DataFrame, up: int,
            down: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows x up) and (rows x down) object arrays of factor texts, "" where none."""
     keys, values = _grouped(contrib)
-    n = len(values)
     order = np.argsort(-values, axis=1, kind="stable")
-    columns = {k: _numbers(features[k]) for k in {*keys, "days_since_last", "overdue_ratio"}
-               if k in features}
-    rows = np.arange(n)[:, None]
+    rows = np.arange(len(values))[:, None]
+    columns = _Columns(features)
     out = []
     for idx, limit, sign in ((order, up, 1), (order[:, ::-1], down, -1)):
         idx = idx[:, :limit]
@@ -132,24 +140,70 @@ def _texts(contrib: pd.DataFrame, features: pd.DataFrame, up: int,
     return out[0], out[1]
 
 
-def _column_texts(name: str, at: np.ndarray, columns: dict[str, np.ndarray]) -> np.ndarray:
-    """`_fmt` for rows `at`, formatting each distinct value once."""
-    nan = np.full(len(at), np.nan)
+class _Columns:
+    """Numeric feature columns, converted on first use."""
+
+    def __init__(self, features: pd.DataFrame) -> None:
+        self.features = features
+        self.cache: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, at: np.ndarray) -> np.ndarray:
+        if name not in self.features:
+            return np.full(len(at), np.nan)
+        if name not in self.cache:
+            self.cache[name] = _numbers(self.features[name])
+        return self.cache[name][at]
+
+
+def _column_texts(name: str, at: np.ndarray, columns: _Columns) -> np.ndarray:
+    """The text of factor `name` for rows `at`, formatting each distinct text once."""
     if name in _OVERDUE:
-        days = columns["days_since_last"][at] if "days_since_last" in columns else nan
-        ratio = columns["overdue_ratio"][at] if "overdue_ratio" in columns else nan
-        return _each(days, _days) + _each(ratio, _ratio)
-    v = columns[name][at] if name in columns else nan
-    return _each(v, lambda a: _value(name, a))
+        return (_each(columns.get("days_since_last", at), _days, 1.0)
+                + _each(columns.get("overdue_ratio", at), _ratio, 10.0))
+    template = _TEMPLATES.get(name, "{v:.2f}")
+    return _each(columns.get(name, at), lambda a: _value(name, a), _scale(template))
 
 
-def _each(v: np.ndarray, fmt) -> np.ndarray:
-    """fmt(value) per element, called once per distinct value (bit pattern, so -0.0 and 0.0
-    keep their own signs)."""
-    bits, inverse = np.unique(np.ascontiguousarray(v, dtype=np.float64).view(np.int64),
-                              return_inverse=True)
-    return np.asarray([fmt(float(a)) for a in bits.view(np.float64)],
-                      dtype=object)[inverse.ravel()]
+def _scale(template: str) -> float | None:
+    """10 ** (digits shown) of the template's {v:...} field (x100 for a percentage); None when
+    it is not a fixed-point or percentage format."""
+    fields = [spec for _, field, spec, _ in string.Formatter().parse(template) if field == "v"]
+    if not fields:
+        return 1.0  # the text does not show v
+    match = re.fullmatch(r"[+\-]?,?\.(\d+)([f%])", fields[0] or "")
+    if len(fields) > 1 or match is None:
+        return None
+    return 10.0 ** (int(match.group(1)) + (2 if match.group(2) == "%" else 0))
+
+
+def _each(v: np.ndarray, fmt, scale: float | None = None) -> np.ndarray:
+    """fmt(value) per element, called once per distinct text.
+
+    Values whose rounding to the shown digits is the same number (and sign) get the same
+    text, so one of them is formatted for all. Values that the shortcut could misjudge are
+    formatted one by one (per distinct bit pattern): zeros, non-finite, huge, and those
+    within 1e-6 of a rounding tie.
+    """
+    v = np.ascontiguousarray(v, dtype=np.float64)
+    out = np.empty(len(v), dtype=object)
+    alone = np.ones(len(v), dtype=bool)
+    if scale is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            y = v * scale
+            alone = (~np.isfinite(y) | (v == 0) | (np.abs(y) >= 1e9)
+                     | (np.abs(y - np.floor(y) - 0.5) < 1e-6))
+        rest = np.flatnonzero(~alone)
+        if len(rest):
+            keys, first, inverse = np.unique(np.round(y[rest]).view(np.int64),
+                                             return_index=True, return_inverse=True)
+            texts = np.asarray([fmt(float(a)) for a in v[rest[first]]], dtype=object)
+            out[rest] = texts[inverse.ravel()]
+    single = np.flatnonzero(alone)
+    if len(single):
+        bits, inverse = np.unique(v[single].view(np.int64), return_inverse=True)
+        texts = np.asarray([fmt(float(a)) for a in bits.view(np.float64)], dtype=object)
+        out[single] = texts[inverse.ravel()]
+    return out
 
 
 def _numbers(column: pd.Series) -> np.ndarray:

@@ -6,10 +6,12 @@ The same artifact answers in BentoML, `mlflow models serve` and (later) Spark: f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from training import clv
 from training.baselines import RFMLogistic
@@ -17,7 +19,7 @@ from training.churn import ChurnClassifier
 from training.components import Components, component_features
 from training.data import SEASON, add_season
 from training.purchases import PurchasesRegressor
-from training.reasons import explain
+from training.reasons import explain_joined
 from training.spend import SpendRegressor
 
 SCORE_COLUMNS: tuple[str, ...] = (
@@ -26,6 +28,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "clv", "clv_p10", "clv_p50", "clv_p90", "value_at_risk", "reasons_raising",
     "reasons_lowering", "churn_model", "purchases_model", "spend_model",
 )
+SMALL_BATCH = 10_000  # rows below which XGBoost predicts on one thread
 
 
 @dataclass
@@ -82,20 +85,36 @@ class CustomerScorer:
             return (x["bg_expected"] * x["gg_spend"]).to_numpy()
         return self.spend.predict(x[self.spend.feature_names_in_])
 
-    def score(self, frame: pd.DataFrame, *, reasons: bool = True) -> pd.DataFrame:
-        """Every score for each feature row (see SCORE_COLUMNS)."""
-        x = self.stacked(frame.reset_index(drop=True))
+    def score(self, frame: pd.DataFrame, *, reasons: bool = True,
+              groups: Sequence[int] | None = None) -> pd.DataFrame:
+        """Every score for each feature row (see SCORE_COLUMNS).
+
+        `groups` (row counts of consecutive blocks, e.g. the requests of a micro-batch) gives
+        each block the answers it would get scored alone: the value simulation restarts its
+        random draws per block (every other score is row by row anyway).
+        """
+        # Waking XGBoost's thread pool costs more than a small batch's trees on a busy machine.
+        threads = 1 if len(frame) < SMALL_BATCH else xgb.get_config()["nthread"]
+        with xgb.config_context(nthread=threads):
+            return self._score(frame.reset_index(drop=True), reasons, groups)
+
+    def _score(self, frame: pd.DataFrame, reasons: bool,
+               groups: Sequence[int] | None) -> pd.DataFrame:
+        x = self.stacked(frame)
         churn = self.churn_probability(x)
         spend = self.expected_spend(x)
-        draws_h = clv.simulate_spend(self.components, x, self.horizon_days, draws=self.draws)
+        # One simulation serves both horizons (the CLV horizon extends the same futures).
+        draws_h, draws_c = clv.simulate_spends(
+            self.components, x, (self.horizon_days, self.clv_horizon_days), draws=self.draws,
+            groups=groups)
         interval = clv.quantiles(draws_h, spend, self.interval_levels)
-        draws_c = clv.simulate_spend(self.components, x, self.clv_horizon_days, draws=self.draws)
         sim_h = draws_h.mean(axis=1)
         adjust = np.clip(np.divide(spend, sim_h, out=np.ones_like(spend), where=sim_h > 0),
                          0.2, 5.0)
         disc = clv.discount_factor(self.clv_horizon_days, self.discount_rate)
-        value = clv.quantiles(draws_c, draws_c.mean(axis=1) * adjust, self.interval_levels) * disc
-        clv_mean = draws_c.mean(axis=1) * adjust * disc
+        clv_mean = draws_c.mean(axis=1) * adjust
+        value = clv.quantiles(draws_c, clv_mean, self.interval_levels) * disc
+        clv_mean = clv_mean * disc
         out = pd.DataFrame({
             "customer_id": x["customer_id"].astype(str),
             "as_of": x["as_of"].astype(str) if "as_of" in x else "",
@@ -111,9 +130,10 @@ class CustomerScorer:
             "value_at_risk": churn * clv_mean,
         })
         if reasons:
-            why = explain(self.churn.contributions(x[self.churn.feature_names_in_]), x)
-            out["reasons_raising"] = ["; ".join(w["raising"]) for w in why]
-            out["reasons_lowering"] = ["; ".join(w["lowering"]) for w in why]
+            raising, lowering = explain_joined(
+                self.churn.contributions(x[self.churn.feature_names_in_]), x)
+            out["reasons_raising"] = raising
+            out["reasons_lowering"] = lowering
         else:
             out["reasons_raising"] = out["reasons_lowering"] = ""
         out["churn_model"] = self.churn_choice
