@@ -9,6 +9,7 @@ on the bundle they started with and none fails during a reload.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import threading
 import time
@@ -41,7 +42,7 @@ class Served:
     uplift_version: str | None = None
     uplift_offers: tuple[str, ...] = ()  # offers whose effect comes from the uplift model
     uplift_outcome: str | None = None
-    columns: dict[str, np.ndarray] = field(default_factory=dict)  # scores as object arrays
+    columns: dict[str, np.ndarray] = field(default_factory=dict)  # scores, column by column
     loaded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
 
 
@@ -190,7 +191,7 @@ class Live:
             uplift_version=effect.version if effect else None,
             uplift_offers=tuple(effect.predictions.columns) if effect else (),
             uplift_outcome=effect.outcome if effect else None,
-            columns={c: scores[c].to_numpy(dtype=object) for c in scores.columns},
+            columns={c: scores[c].to_numpy() for c in scores.columns},
         )
         log.info("loaded customer-scorer v%s and features %s (%d customers) in %.1fs",
                  version, features_version, len(scores), time.perf_counter() - started)
@@ -207,6 +208,11 @@ class Live:
             return False
         self.current = self._build(model, features_version, uplift)
         self.reloads += 1
+        # The new bundle lives until the next reload: collect the old one, freeze the new one
+        # out of the collector's full passes (see Retention.__init__).
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         return True
 
     def _watch(self) -> None:
