@@ -29,7 +29,7 @@ from pathlib import Path
 
 import ibis
 import pandas as pd
-from results_file import RESULTS, fmt, write_section
+from results_file import RESULTS, environment_table, fmt, write_section
 from results_file import environment as machine
 
 from features import engine
@@ -281,11 +281,7 @@ def report(timings: dict[str, Timing], fits: dict[str, Fit], info: dict[str, obj
         "one thread while L-BFGS-B runs (its linear algebra is on 4-vectors, where waking "
         "OpenBLAS threads cost ~100x the work on this machine); lifetimes runs as shipped.",
         "",
-        "### Environment",
-        "",
-        "| | |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in env.items()],
+        *environment_table(env),
     ]
     return "\n".join(lines), goals
 

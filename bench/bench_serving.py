@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from results_file import RESULTS, fmt, write_section
+from results_file import RESULTS, environment_table, fmt, write_section
 from results_file import environment as machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -691,11 +691,7 @@ def report(r: dict, env: dict[str, str], argv: str) -> tuple[str, list[tuple[str
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in r["setup"].items()],
         "",
-        "### Environment",
-        "",
-        "| | |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in env.items()],
+        *environment_table(env),
     ]
     return "\n".join(lines), goals
 

@@ -50,6 +50,12 @@ def environment(packages: Iterable[str], cores_note: str = "") -> dict[str, str]
     return env
 
 
+def environment_table(env: dict[str, str]) -> list[str]:
+    """The "Environment" subsection of a results section, as markdown lines."""
+    rows = [f"| {k} | {v} |" for k, v in env.items()]
+    return ["### Environment", "", "| | |", "|---|---|", *rows]
+
+
 def fmt(x: float) -> str:
     """Seconds for a table: 3 decimals below 10 s, 2 above."""
     return f"{x:.3f}" if x < 10 else f"{x:.2f}"
