@@ -122,31 +122,28 @@ def load_effects(snapshot: pd.DataFrame) -> Effects | None:
 
 
 def load_consent(config: ServeConfig) -> pd.DataFrame:
-    """consent_<channel> flags per customer; no customers table means no consent anywhere."""
+    """consent_<channel> flags per customer (the customers table as `features.validate` reads
+    it: bad rows quarantined, unknown consent is no consent); no table means no consent."""
+    from features.config import load_source_config
+    from features.contract import CONSENT_PREFIX
+    from features.validate import load
     from serving.offers import CHANNELS
 
     if config.customers is None:
         return pd.DataFrame(columns=list(CHANNELS), index=pd.Index([], name="customer_id"))
-    from features.config import load_source_config
-    from features.sources import read_source
-
     cfg = load_source_config(config.customers)
-    raw = read_source(cfg)
-    frame = raw.rename(columns={src: canon for canon, src in cfg.columns.items()})
-    if "customer_id" not in frame:
-        raise DataError(f"{config.customers}: no customer_id column")
+    if cfg.table != "customers":
+        raise DataError(f"{config.customers}: a {cfg.table} table, expected customers")
+    result = load(cfg)
+    if result.counts:
+        log.warning("customers: %d rows quarantined %s", sum(result.counts.values()),
+                    result.counts)
+    frame = result.accepted
     out = pd.DataFrame(index=frame["customer_id"].astype(str).rename("customer_id"))
     for channel in CHANNELS:
-        col = f"consent_{channel}"
-        values = frame[col] if col in frame else pd.Series(False, index=frame.index)
-        out[channel] = values.map(_truthy).to_numpy()
-    return out[~out.index.duplicated(keep="last")]
-
-
-def _truthy(v: object) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("1", "true", "yes", "y", "t")
-    return bool(v) if v == v else False
+        col = f"{CONSENT_PREFIX}{channel}"
+        out[channel] = frame[col].fillna(False).astype(bool).to_numpy() if col in frame else False
+    return out
 
 
 class Live:

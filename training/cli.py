@@ -112,7 +112,10 @@ def uplift_cmd(
 
     if outcome not in ("visit", "converted", "revenue"):
         raise DataError(f"--outcome: {outcome!r} is not one of visit, converted, revenue")
-    log = read_campaign_log(campaign_log)
+    log, quarantined = read_campaign_log(campaign_log)
+    if quarantined:
+        console.print(f"campaign log: {sum(quarantined.values()):,} rows quarantined "
+                      f"{quarantined}")
     as_of, frame = features_at(features, log)
     with console.status("fitting uplift models"):
         run = train_uplift(log, frame, as_of, outcome, campaign_id=campaign_id)

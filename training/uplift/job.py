@@ -28,19 +28,22 @@ class UpliftRun:
     test: pd.DataFrame  # held-out rows: arm, outcome, one uplift column per arm
 
 
-def read_campaign_log(where: str) -> pd.DataFrame:
-    """A canonical campaign log from a source config (YAML/TOML) or a campaign-log database URL
-    (what `/feedback` writes: sqlite:///... or postgresql://...)."""
+def read_campaign_log(where: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """A canonical campaign log from a source config (YAML/TOML), validated with its quarantine
+    counts by reason, or from a campaign-log database URL (what `/feedback` writes:
+    sqlite:///... or postgresql://...; nothing to quarantine there)."""
     if "://" in where:
         from serving.campaign_log import CampaignLog, campaign_frame
 
-        return campaign_frame(CampaignLog(where).frame())
+        return campaign_frame(CampaignLog(where).frame()), {}
     from features.config import load_source_config
-    from features.sources import read_source
+    from features.validate import load
 
     cfg = load_source_config(Path(where))
-    raw = read_source(cfg)
-    return raw.rename(columns={src: canon for canon, src in cfg.columns.items()})
+    if cfg.table != "campaign_log":
+        raise DataError(f"{where}: a {cfg.table} table, expected campaign_log")
+    result = load(cfg)
+    return result.accepted, dict(result.counts)
 
 
 def features_at(features_dir: Path, log: pd.DataFrame) -> tuple[dt.date, pd.DataFrame]:
