@@ -100,7 +100,7 @@ def plan_cutoffs(
 def add_season(frame: pd.DataFrame) -> pd.DataFrame:
     """Day of year of each row's as_of on the unit circle: retail is seasonal, and the same
     season a year earlier is among the training cutoffs only if the model can tell it apart."""
-    day = pd.to_datetime(frame["as_of"]).dt.dayofyear.to_numpy(dtype="float64")
+    day = pd.to_datetime(frame["as_of"]).dt.day_of_year.to_numpy(dtype="float64")
     angle = 2 * np.pi * day / 365.25
     return frame.assign(season_sin=np.sin(angle), season_cos=np.cos(angle))
 
