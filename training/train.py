@@ -78,7 +78,7 @@ def _xgb(cfg: TrainConfig) -> dict[str, object]:
 def _fit_models(frame: pd.DataFrame, cfg: TrainConfig, columns: list[str]):
     x = frame[columns]
     churn = ChurnClassifier(**_xgb(cfg)).fit(x, frame["churned"].astype(int),
-                                             groups=frame["as_of"].astype(str))
+                                             groups=frame["customer_id"].astype(str))
     purchases = PurchasesRegressor(**_xgb(cfg)).fit(x, frame["n_purchases"])
     spend = SpendRegressor(**_xgb(cfg)).fit(x, frame["spend"])
     rfm = RFMLogistic().fit(frame, frame["churned"].astype(int))
