@@ -71,6 +71,14 @@ def segment_of(r: int, f: int) -> str:
     return "Hibernating"
 
 
+def tier_of(spend_365d: float, floors: tuple[tuple[str, float], ...]) -> str | None:
+    """Value tier of a spend among the served population's tier floors (best first)."""
+    for name, floor in floors:
+        if spend_365d >= floor:
+            return name
+    return floors[-1][0] if floors else None
+
+
 def score_rows(served: Served, rows: list[FeatureRow], bands: RiskBands,
                groups: list[int] | None = None) -> list[CustomerScore]:
     """Score feature rows sent by the caller, ranked against the served population.
@@ -82,7 +90,7 @@ def score_rows(served: Served, rows: list[FeatureRow], bands: RiskBands,
     scores = served.scorer.score(frame, groups=groups)
     frame["rfm_segment"] = [segment_of(int(r), int(f))
                             for r, f in zip(frame["r_score"], frame["f_score"], strict=True)]
-    frame["value_tier"] = None
+    frame["value_tier"] = [tier_of(v, served.tier_floors) for v in frame["spend_365d"]]
     out = enrich(scores, frame, bands, population=served.churn_sorted)
     return [_row_score(r["customer_id"], r, served.model_version)
             for r in out.to_dict("records")]

@@ -81,6 +81,12 @@ def score_cmd(
                      ] = "champion",
     reasons: Annotated[bool, typer.Option(help="Compute the reasons (slower).")] = True,
     chunk: Annotated[int, typer.Option(help="Rows scored at a time.")] = 50_000,
+    high_risk: Annotated[float, typer.Option(help="Churn probability from which the band is "
+                                                  "'high' (the service's risk_bands.high).")
+                         ] = 0.6,
+    medium_risk: Annotated[float, typer.Option(help="Churn probability from which the band is "
+                                                    "'medium' (risk_bands.medium).")
+                           ] = 0.3,
 ) -> None:
     """Score the whole population of the latest feature snapshot: the risk list."""
     from serving.batch import score_population, write_scores
@@ -89,6 +95,10 @@ def score_cmd(
     from serving.store import MemoryStore
     from training import registry
 
+    try:
+        bands = RiskBands(high=high_risk, medium=medium_risk)
+    except ValueError as exc:
+        raise DataError(f"--high-risk/--medium-risk: {exc.errors()[0]['msg']}") from None
     registry.configure(tracking_uri)
     version, _ = champion(alias)
     snapshot = MemoryStore(features).snapshot()
@@ -96,7 +106,7 @@ def score_cmd(
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"
                   "/{task.total:,}"), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(f"scoring with v{version}", total=len(snapshot))
-        scores = score_population(scorer, snapshot, RiskBands(), chunk=chunk, reasons=reasons,
+        scores = score_population(scorer, snapshot, bands, chunk=chunk, reasons=reasons,
                                   progress=lambda n: progress.advance(task, n))
     scores = scores.sort_values("value_at_risk", ascending=False, kind="stable")
     where = write_scores(scores, out, table)

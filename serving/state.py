@@ -43,7 +43,21 @@ class Served:
     uplift_offers: tuple[str, ...] = ()  # offers whose effect comes from the uplift model
     uplift_outcome: str | None = None
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # scores, column by column
+    tier_floors: tuple[tuple[str, float], ...] = ()  # see tier_floors()
     loaded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+
+
+def tier_floors(snapshot: pd.DataFrame) -> tuple[tuple[str, float], ...]:
+    """Lowest spend_365d of each value tier in the snapshot, best tier first.
+
+    The tiers are ranks on spend_365d (`features.segments.add_value_tier`), so a row sent to
+    /score_features belongs to the first tier whose floor its spend reaches: the tier it would
+    have had in the snapshot, whatever tier shares the snapshot was built with.
+    """
+    if "value_tier" not in snapshot.columns or snapshot.empty:
+        return ()
+    floors = snapshot.groupby("value_tier")["spend_365d"].min().sort_values(ascending=False)
+    return tuple((str(k), float(v)) for k, v in floors.items())
 
 
 def champion(alias: str) -> tuple[str, str]:
@@ -189,6 +203,7 @@ class Live:
             uplift_offers=tuple(effect.predictions.columns) if effect else (),
             uplift_outcome=effect.outcome if effect else None,
             columns={c: scores[c].to_numpy() for c in scores.columns},
+            tier_floors=tier_floors(snapshot),
         )
         log.info("loaded customer-scorer v%s and features %s (%d customers) in %.1fs",
                  version, features_version, len(scores), time.perf_counter() - started)

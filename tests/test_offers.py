@@ -54,7 +54,8 @@ class Log:
 @settings(max_examples=60, deadline=None)
 @given(consent=st.lists(st.lists(st.booleans(), min_size=4, max_size=4), min_size=1,
                         max_size=40),
-       channel=st.sampled_from([None, *CHANNELS]), campaign=st.text(min_size=1, max_size=12).filter(str.strip),
+       channel=st.sampled_from([None, *CHANNELS]),
+       campaign=st.text(min_size=1, max_size=12).filter(str.strip),  # ids need a non-space
        seed=st.integers(0, 1000))
 def test_no_offer_ever_goes_out_without_consent_on_its_channel(consent, channel, campaign,
                                                                seed):
@@ -119,3 +120,21 @@ def test_an_invalid_catalogue_names_the_offer_and_the_field(tmp_path, edit, says
     with pytest.raises(DataError, match="offers.yaml") as err:
         load_catalogue(path)
     assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_what_if_rows_value_tier_is_its_rank_among_the_snapshots_spend():
+    import ibis
+
+    from features.segments import add_value_tier
+    from serving.state import tier_floors
+
+    rng = np.random.default_rng(3)
+    spend = np.round(rng.lognormal(5, 1.5, 2000), 0)  # rounded: ties at tier edges
+    spend[:50] = 0.0
+    snapshot = add_value_tier(ibis.memtable(pd.DataFrame({"spend_365d": spend}))).to_pandas()
+    floors = tier_floors(snapshot)
+    assert [name for name, _ in floors] == ["platinum", "gold", "silver", "bronze"]
+    got = [answers.tier_of(v, floors) for v in snapshot["spend_365d"]]
+    assert got == snapshot["value_tier"].tolist()
+    assert answers.tier_of(spend.max() * 10, floors) == "platinum"
+    assert answers.tier_of(-5.0, floors) == "bronze"

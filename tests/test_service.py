@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -207,6 +208,7 @@ def test_score_features_gives_the_same_scores_as_the_store(dep):
     for key in ("churn_probability", "p_alive", "expected_purchases", "risk_percentile"):
         assert got[key] == pytest.approx(stored[key], rel=1e-6), key
     assert (got["risk_band"], got["rfm_segment"]) == (stored["risk_band"], stored["rfm_segment"])
+    assert got["value_tier"] == stored["value_tier"] is not None
 
 
 def test_concurrent_score_features_batched_answer_as_if_alone(dep):
@@ -478,15 +480,21 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(dep):
 def test_batch_scoring_writes_the_risk_list_to_parquet_csv_and_postgres(dep, pg_url):
     import sqlalchemy as sa
 
-    for out in (dep.home / "risk.parquet", dep.home / "risk.csv"):
+    for out, bands in ((dep.home / "risk.parquet", []),
+                       (dep.home / "risk.csv", ["--high-risk", "0.8", "--medium-risk", "0.5"])):
         text = run("score", "--features", str(dep.home / "snapshot"), "--out", str(out),
-                   "--tracking-uri", dep.tracking, cwd=dep.home)
+                   "--tracking-uri", dep.tracking, *bands, cwd=dep.home)
         assert f"{len(dep.snapshot):,} customers scored" in text
     parquet = pd.read_parquet(dep.home / "risk.parquet")
     csv = pd.read_csv(dep.home / "risk.csv", dtype={"customer_id": str})
     assert len(parquet) == len(csv) == len(dep.snapshot)
     assert parquet["value_at_risk"].is_monotonic_decreasing
     assert parquet["customer_id"].tolist() == csv["customer_id"].tolist()
+    for frame, (high, medium) in ((parquet, (0.6, 0.3)), (csv, (0.8, 0.5))):
+        p = frame["churn_probability"]
+        expected = np.where(p >= high, "high", np.where(p >= medium, "medium", "low"))
+        assert (frame["risk_band"] == expected).all()
+    assert (csv["risk_band"] != parquet["risk_band"]).any()
     run("score", "--features", str(dep.home / "snapshot"), "--out", pg_url, "--table",
         "risk_list_test", "--tracking-uri", dep.tracking, cwd=dep.home)
     engine = sa.create_engine("postgresql+psycopg://" + pg_url.split("://", 1)[1])
@@ -498,3 +506,7 @@ def test_batch_scoring_writes_the_risk_list_to_parquet_csv_and_postgres(dep, pg_
                           "--out", "x.txt", "--tracking-uri", dep.tracking], cwd=dep.home,
                          capture_output=True, text=True, env=clean_env())
     assert bad.returncode == 2 and "no feature partitions" in bad.stderr
+    bad = subprocess.run([str(BIN / "retention"), "score", "--features", str(dep.home / "snapshot"),
+                          "--out", "x.csv", "--high-risk", "0.2", "--tracking-uri", dep.tracking],
+                         cwd=dep.home, capture_output=True, text=True, env=clean_env())
+    assert bad.returncode == 2 and "medium must be below high" in bad.stderr, bad.stderr
