@@ -20,6 +20,7 @@ import ibis.expr.types as ir
 from features.segments import ValueTiers, add_rfm, add_value_tier
 
 WINDOWS: tuple[int, ...] = (30, 90, 180, 365)
+MONEY = "decimal(18, 4)"  # exact money sums (see purchase_days); features leave as float64
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -37,12 +38,17 @@ def purchase_days(transactions: ir.Table) -> ir.Table:
 
     A day is a purchase day when it has at least one sale line (return-only days are not).
     This is as_of independent, so a run over many as_of dates computes it once.
+    Money is summed as DECIMAL (amounts to 1/10,000): exact, so every sum downstream is the
+    same on every run and backend. Parallel float sums differed in the last bits between runs,
+    and those bits moved XGBoost's split points: retraining on the same data gave other models.
     """
-    t = transactions.mutate(day=_day(transactions.timestamp))
+    t = transactions.mutate(day=_day(transactions.timestamp),
+                            money=transactions.amount.cast(MONEY))
     sale = ~t.is_return
+    zero = ibis.literal(0, type=MONEY)
     return t.group_by(["customer_id", "day"]).aggregate(
-        sales=t.amount.sum(where=sale).fill_null(0.0),
-        refunds=t.amount.sum(where=t.is_return).fill_null(0.0),
+        sales=t.money.sum(where=sale).fill_null(zero),
+        refunds=t.money.sum(where=t.is_return).fill_null(zero),
         n_orders=t.order_id.nunique(where=sale),
         items=t.quantity.sum(where=sale).fill_null(0.0),
         n_sale_lines=sale.sum(),
@@ -148,23 +154,27 @@ def customer_features(
         frequency=f.frequency,
         recency=f.recency,
         T=f.T,
-        monetary_value=f.monetary_value,
+        monetary_value=f.monetary_value.cast("float64"),
         days_since_last=days_since_last,
         tenure_days=(a - f.first_day).cast("int32"),
         **{f"orders_{w}d": f[f"orders_{w}d"].cast("int64") for w in WINDOWS},
-        **{f"spend_{w}d": f[f"spend_{w}d"] for w in WINDOWS},
+        **{f"spend_{w}d": f[f"spend_{w}d"].cast("float64") for w in WINDOWS},
         orders_next90_ly=f.orders_next90_ly.cast("int64"),
-        spend_next90_ly=f.spend_next90_ly,
+        spend_next90_ly=f.spend_next90_ly.cast("float64"),
         total_orders=f.total_orders.cast("int64"),
-        total_spend=gross + f.refunds,
-        avg_order_value=ibis.ifelse(f.total_orders > 0, gross / f.total_orders, None),
+        total_spend=(gross + f.refunds).cast("float64"),
+        avg_order_value=ibis.ifelse(f.total_orders > 0, gross.cast("float64") / f.total_orders,
+                                    None),
         basket_size=ibis.ifelse(f.total_orders > 0, f.items / f.total_orders, None),
         distinct_products=f.distinct_products.fill_null(0).cast("int64"),
         gap_mean=gap_mean,
         gap_std=f.gap_std,
         overdue_ratio=days_since_last / gap_mean,
-        trend_90d=ibis.ifelse(recent + before > 0, (recent - before) / (recent + before), None),
-        return_rate=ibis.ifelse(gross > 0, f.refunds.abs() / gross, None),
+        trend_90d=ibis.ifelse(recent + before > 0,
+                              (recent - before).cast("float64") / (recent + before).cast("float64"),
+                              None),
+        return_rate=ibis.ifelse(gross > 0, f.refunds.abs().cast("float64") / gross.cast("float64"),
+                                None),
     )
     return add_value_tier(add_rfm(out), tiers)
 
@@ -176,7 +186,7 @@ def labels(days: ir.Table, as_of: dt.date, horizon_days: int) -> ir.Table:
     bought = w.n_sale_lines > 0
     return w.group_by("customer_id").aggregate(
         n_purchases=bought.sum().cast("int64"),
-        spend=(w.sales + w.refunds).sum(),
+        spend=(w.sales + w.refunds).sum().cast("float64"),
         next_day=w.day.min(where=bought),
     )
 
