@@ -29,9 +29,22 @@ def synthetic_transactions(n: int, seed: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def result():
-    tx = synthetic_transactions(3000, seed=5)
-    return train(tx, TrainConfig(horizon_days=H, n_estimators=120), data_end=dt.date(2024, 1, 1))
+def transactions() -> pd.DataFrame:
+    return synthetic_transactions(3000, seed=5)
+
+
+@pytest.fixture(scope="module")
+def result(transactions):
+    return train(transactions, TrainConfig(horizon_days=H, n_estimators=120),
+                 data_end=dt.date(2024, 1, 1))
+
+
+def test_retraining_on_the_same_data_gives_the_same_model(transactions, result):
+    again = train(transactions, TrainConfig(horizon_days=H, n_estimators=120),
+                  data_end=dt.date(2024, 1, 1))
+    assert again.component_params == result.component_params
+    first, second = (r.scorer.score(result.test, reasons=False) for r in (result, again))
+    pd.testing.assert_frame_equal(first, second, check_exact=True)
 
 
 def test_cutoffs_keep_every_label_window_before_the_next_cutoff():
