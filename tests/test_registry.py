@@ -73,12 +73,27 @@ def test_promote_gates_force_and_rollback(trained, store):
     _, v1 = log(trained, home=store)
     assert registry.promote() == f"champion is now v{v1}"
     _, v2 = log(trained, home=store)
+    tags = registry._version(registry.CHALLENGER).tags
+    assert tags["vs_champion_version"] == v1  # the champion scored on v2's test cutoff
+    assert float(tags["vs_champion_churn_roc_auc"]) == pytest.approx(float(tags["churn_roc_auc"]))
+    assert float(tags["vs_champion_purchases_mae"]) == pytest.approx(float(tags["purchases_mae"]))
     kept = registry.promote()
     assert kept.startswith(f"kept champion v{v1}") and "does not improve" in kept
+    assert "both scored on the challenger's test cutoff" in kept
     assert registry.promote(force=True) == f"champion is now v{v2} (was v{v1}) [forced]"
     assert registry._version(registry.CHAMPION).tags["promoted_forced"] == "true"
     assert registry.rollback() == f"champion is now v{v1} (rolled back from v{v2})"
     assert str(registry._version(registry.CHAMPION).version) == v1
+
+
+def test_no_head_to_head_with_a_champion_that_saw_the_test_window(trained, store):
+    _, v1 = log(trained, home=store)
+    registry.promote()
+    MlflowClient().set_model_version_tag(registry.MODEL_NAME, v1, "test_as_of", "2099-01-01")
+    log(trained, home=store)
+    tags = registry._version(registry.CHALLENGER).tags
+    assert not any(k.startswith(registry.VS) for k in tags)
+    assert "each on its own test cutoff" in registry.promote()
 
 
 def test_gate_rules():

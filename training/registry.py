@@ -6,6 +6,7 @@ works instead, e.g. a team's `mlflow server` backed by PostgreSQL.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import tempfile
@@ -23,6 +24,7 @@ MODEL_NAME = "customer-scorer"
 UPLIFT_NAME = "uplift"
 EXPERIMENT = "retention"
 CHAMPION, CHALLENGER = "champion", "challenger"
+VS = "vs_champion_"  # tag prefix: the champion's gate metrics on a challenger's test cutoff
 # Version tags compared by `promote`, per model: (higher is better, tolerance).
 GATES = {
     MODEL_NAME: {"churn_roc_auc": (True, 0.002), "purchases_mae": (False, 0.02)},
@@ -93,6 +95,30 @@ def log_recommender(run_id: str, recommender) -> None:
         client.log_param(run_id, f"recommender_{key}", str(value)[:500])
 
 
+def head_to_head(result) -> dict[str, str]:
+    """The champion's gate metrics on this run's test cutoff, as tags for the new version.
+
+    Each run's own metrics come from its own test window (another season, other customers), so
+    two runs' numbers do not compare. The champion is scored on this run's test frame instead,
+    unless its training saw labels in that window (its test as_of is later than this one's):
+    then {} and promotion falls back to each run's own numbers.
+    """
+    from training import evaluate as ev
+
+    champion = _version(CHAMPION)
+    if champion is None or "test_as_of" not in champion.tags:
+        return {}
+    if dt.date.fromisoformat(champion.tags["test_as_of"]) > result.cutoffs.test:
+        return {}
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{champion.version}")
+    scores = model.unwrap_python_model().scorer.score(result.test, reasons=False)
+    test = result.test
+    churn = ev.churn_metrics(test["churned"].astype(int), scores["churn_probability"])
+    count = ev.purchase_metrics(test["n_purchases"], scores["expected_purchases"])
+    return {f"{VS}version": str(champion.version),
+            f"{VS}churn_roc_auc": str(churn["roc_auc"]), f"{VS}purchases_mae": str(count["mae"])}
+
+
 def _version(alias: str, name: str = MODEL_NAME):
     try:
         return MlflowClient().get_model_version_by_alias(name, alias)
@@ -105,7 +131,9 @@ def promote(force: bool = False, name: str = MODEL_NAME) -> str:
 
     Gates (from the version tags each run writes): churn ROC-AUC may not drop by more than
     0.002 and purchases MAE may not rise by more than 2%, and at least one must improve.
-    `force` skips the gates and is recorded on the version.
+    The champion's numbers are its scores on the challenger's own test cutoff when training
+    measured them (`head_to_head`), else its own run's. `force` skips the gates and is
+    recorded on the version.
     """
     client = MlflowClient()
     challenger = _version(CHALLENGER, name)
@@ -115,10 +143,15 @@ def promote(force: bool = False, name: str = MODEL_NAME) -> str:
     if champion is not None and champion.version == challenger.version:
         return f"version {challenger.version} is already the champion"
     if champion is not None and not force:
-        verdict = compare(challenger.tags, champion.tags, GATES[name])
+        same = challenger.tags.get(f"{VS}version") == str(champion.version)
+        theirs = ({k: challenger.tags[f"{VS}{k}"] for k in GATES[name]} if same
+                  else champion.tags)
+        verdict = compare(challenger.tags, theirs, GATES[name])
         if verdict:
+            basis = ("both scored on the challenger's test cutoff" if same
+                     else "each on its own test cutoff")
             return (f"kept champion v{champion.version}: challenger v{challenger.version} "
-                    f"{verdict} (use --force to override)")
+                    f"{verdict} ({basis}; use --force to override)")
     client.set_registered_model_alias(name, CHAMPION, challenger.version)
     if champion is not None:
         client.set_model_version_tag(name, challenger.version, "previous_champion",
@@ -231,7 +264,7 @@ def log_training(result, cfg, lineage: dict[str, object], figures: dict) -> tupl
         tags = {"churn_roc_auc": ours["churn.roc_auc"], "purchases_mae": ours["purchases.mae"],
                 "value_gini": ours["value.normalized_gini"],
                 "test_as_of": result.cutoffs.test.isoformat(),
-                "grade": result.grades["overall"]["grade"]}
+                "grade": result.grades["overall"]["grade"], **head_to_head(result)}
         example = result.test[result.scorer.input_columns].head(5).astype({"as_of": str})
         version = log_model(result.scorer, example, tags)
         return run.info.run_id, version
