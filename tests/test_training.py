@@ -117,3 +117,15 @@ def test_reasons_read_like_an_agent_would_say_them():
     why = explain(contrib, features)[0]
     assert why["raising"] == ["no purchase for 94 days, 3.1x the usual gap"]
     assert why["lowering"] == ["6 repeat purchase days so far"]
+
+
+def test_the_alive_estimate_is_worded_for_the_side_it_pushes():
+    contrib = pd.DataFrame({"bg_p_alive": [0.3, -0.5], "bg_p_zero": [0.4, 0.1],
+                            "frequency": [-0.2, 0.2], "bias": [0.0, 0.0]})
+    features = pd.DataFrame({"bg_p_alive": [0.92, 0.97], "bg_p_zero": [0.35, 0.2],
+                             "frequency": [2, 1]})
+    risky, safe = explain(contrib, features)
+    assert risky["raising"] == ["35% chance of no purchase by the usual pattern"]
+    assert safe["lowering"] == ["estimated 97% chance still active"]
+    assert explain(contrib[["bg_p_alive", "bias"]], features[["bg_p_alive"]])[0]["raising"] == [
+        "estimated 92% chance still active"]  # no P(no purchase) column to word it with

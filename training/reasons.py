@@ -65,6 +65,11 @@ FAMILIES: dict[str, str] = {
 }
 
 
+# The member that words a family on the raising side, where the first member reads backwards
+# ("estimated 92% chance still active" as a reason for risk; "35% chance of no purchase" is not).
+RAISING_WORDS: dict[str, str] = {"bg_p_alive": "bg_p_zero"}
+
+
 def explain(contrib: pd.DataFrame, features: pd.DataFrame, up: int = 3,
             down: int = 2) -> list[dict[str, list[str]]]:
     """Per row: the top factors raising and lowering the churn score, in words.
@@ -135,7 +140,10 @@ def _texts(contrib: pd.DataFrame, features: pd.DataFrame, up: int,
         texts = np.full(idx.shape, "", dtype=object)
         for j in np.unique(idx[picked]):
             where = picked & (idx == j)
-            texts[where] = _column_texts(keys[j], np.nonzero(where)[0], columns)
+            name = keys[j]
+            if sign > 0 and RAISING_WORDS.get(name) in columns.features:
+                name = RAISING_WORDS[name]
+            texts[where] = _column_texts(name, np.nonzero(where)[0], columns)
         out.append(texts)
     return out[0], out[1]
 
