@@ -98,7 +98,10 @@ def score_cmd(
     try:
         bands = RiskBands(high=high_risk, medium=medium_risk)
     except ValueError as exc:
-        raise DataError(f"--high-risk/--medium-risk: {exc.errors()[0]['msg']}") from None
+        error = exc.errors()[0]
+        option = {"high": "--high-risk", "medium": "--medium-risk"}.get(
+            error["loc"][0] if error["loc"] else "", "--high-risk/--medium-risk")
+        raise DataError(f"{option}: {error['msg']}") from None
     registry.configure(tracking_uri)
     version, _ = champion(alias)
     snapshot = MemoryStore(features).snapshot()
