@@ -534,7 +534,8 @@ def batch_runs(version: str, snapshot: pd.DataFrame, runs: int, reasons: bool, c
         scorer = load_scorer(version)
         gc.collect()
         t0, c0 = time.perf_counter(), time.process_time()
-        scores = score_population(scorer, snapshot, RiskBands(), chunk=chunk, reasons=reasons)
+        scores = score_population(scorer.for_population(snapshot), snapshot, RiskBands(),
+                                  chunk=chunk, reasons=reasons)
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
         assert len(scores) == len(snapshot)

@@ -105,7 +105,7 @@ def score_cmd(
     registry.configure(tracking_uri)
     version, _ = champion(alias)
     snapshot = MemoryStore(features).snapshot()
-    scorer = load_scorer(version)
+    scorer = load_scorer(version).for_population(snapshot)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"
                   "/{task.total:,}"), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(f"scoring with v{version}", total=len(snapshot))

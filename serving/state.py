@@ -188,6 +188,7 @@ class Live:
         missing = [c for c in scorer.input_columns if c not in snapshot.columns]
         if missing:
             raise DataError(f"feature snapshot {features_version}: missing columns {missing}")
+        scorer = scorer.for_population(snapshot)
         scores = score_population(scorer, snapshot, self.config.risk_bands)
         effect = load_effects(snapshot) if uplift else None
         if effect is not None:

@@ -12,7 +12,8 @@ from features.config import SourceConfig
 from features.errors import DataError
 from features.synthetic import SyntheticConfig, generate
 from features.validate import validate
-from training.data import plan_cutoffs
+from training.components import fit_components
+from training.data import build_frames, plan_cutoffs
 from training.reasons import explain
 from training.train import CHURN_BASELINES, OURS, TrainConfig, train
 
@@ -45,6 +46,39 @@ def test_retraining_on_the_same_data_gives_the_same_model(transactions, result):
     assert again.component_params == result.component_params
     first, second = (r.scorer.score(result.test, reasons=False) for r in (result, again))
     pd.testing.assert_frame_equal(first, second, check_exact=True)
+
+
+def test_btyd_components_are_fitted_at_the_as_of_being_scored(transactions, result):
+    """The stacked features were learned from components fitted at each cutoff: the evaluation
+    refits them at the test cutoff and the registered model at the data end, not one horizon
+    or two stale."""
+    end = dt.date(2024, 1, 1)
+    frames = build_frames(transactions, [result.cutoffs.test, end], H, data_end=end)
+    at_test, at_end = (fit_components(frames[d]).params() for d in (result.cutoffs.test, end))
+    assert result.test_components.params() == at_test
+    assert result.scorer.components.params() == at_end
+    assert at_test != at_end
+    evaluated = result.scorer.with_components(result.test_components).score(
+        result.test, reasons=False)
+    np.testing.assert_array_equal(result.test["score_churn_probability"],
+                                  evaluated["churn_probability"])
+    np.testing.assert_array_equal(result.test["score_p_alive"], evaluated["p_alive"])
+    stale = result.scorer.score(result.test, reasons=False)
+    assert not np.array_equal(stale["p_alive"], evaluated["p_alive"])
+
+
+def test_a_snapshot_after_training_gets_components_fitted_at_its_own_as_of(transactions, result):
+    end = dt.date(2024, 1, 1)
+    later = dt.date(2023, 12, 1)
+    frames = build_frames(transactions, [later, end], H, data_end=end)
+    scorer = result.scorer
+    assert scorer.for_population(frames[end]) is scorer, "the data end it was registered at"
+    refreshed = scorer.for_population(frames[later])
+    assert refreshed.components.params() == fit_components(frames[later]).params()
+    assert refreshed.churn is scorer.churn
+    assert scorer.for_population(frames[later].head(100)) is scorer, "too few to refit"
+    mixed = pd.concat([frames[later], frames[end]], ignore_index=True)
+    assert scorer.for_population(mixed) is scorer
 
 
 def test_cutoffs_keep_every_label_window_before_the_next_cutoff():

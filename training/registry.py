@@ -111,7 +111,10 @@ def head_to_head(result) -> dict[str, str]:
     if dt.date.fromisoformat(champion.tags["test_as_of"]) > result.cutoffs.test:
         return {}
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{champion.version}")
-    scores = model.unwrap_python_model().scorer.score(result.test, reasons=False)
+    scorer = model.unwrap_python_model().scorer
+    if result.test_components is not None:
+        scorer = scorer.with_components(result.test_components)
+    scores = scorer.score(result.test, reasons=False)
     test = result.test
     churn = ev.churn_metrics(test["churned"].astype(int), scores["churn_probability"])
     count = ev.purchase_metrics(test["n_purchases"], scores["expected_purchases"])

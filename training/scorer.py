@@ -7,7 +7,7 @@ The same artifact answers in BentoML, `mlflow models serve` and (later) Spark: f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ import xgboost as xgb
 from training import clv
 from training.baselines import RFMLogistic
 from training.churn import ChurnClassifier
-from training.components import Components, component_features
+from training.components import Components, component_features, fit_components
 from training.data import SEASON, add_season
 from training.purchases import PurchasesRegressor
 from training.reasons import explain_joined
@@ -29,6 +29,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "reasons_lowering", "churn_model", "purchases_model", "spend_model",
 )
 SMALL_BATCH = 10_000  # rows below which XGBoost predicts on one thread
+MIN_REFIT = 500  # population rows below which the registered components are kept
 
 
 @dataclass
@@ -50,6 +51,27 @@ class CustomerScorer:
     discount_rate: float = 0.10
     draws: int = 200
     metadata: dict[str, object] = field(default_factory=dict)
+
+    def with_components(self, components: Components) -> CustomerScorer:
+        """The same models with BTYD components fitted elsewhere (at the as_of being scored)."""
+        return replace(self, components=components)
+
+    def for_population(self, frame: pd.DataFrame) -> CustomerScorer:
+        """This scorer for a whole snapshot: components refitted on its population when its
+        as_of is not the data end the model was registered at (a feature refresh after training).
+
+        Kept as registered for a mixed or unknown as_of, or fewer than MIN_REFIT customers.
+        """
+        if frame.empty or any(c not in frame.columns for c in self.input_columns):
+            return self  # scoring names what is missing
+        as_ofs = pd.to_datetime(frame["as_of"], errors="coerce").unique()
+        if len(as_ofs) != 1 or pd.isna(as_ofs[0]) or (
+                as_ofs[0].date().isoformat() == self.metadata.get("data_end")):
+            return self
+        rows = frame[frame["in_population"]] if "in_population" in frame.columns else frame
+        if len(rows) < MIN_REFIT:
+            return self
+        return self.with_components(fit_components(rows.reset_index(drop=True)))
 
     @property
     def input_columns(self) -> list[str]:

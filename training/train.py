@@ -5,6 +5,10 @@ XGBoost model and its components on the validation cutoff (so the served forecas
 than its best component there). Stage 2 refits on training + validation cutoffs; that is the
 registered model, and the test cutoff, whose label window nobody has seen, grades it against the
 baselines in the same run.
+
+The BTYD components, like the stacked features the models learned from, are fitted at the as_of
+being scored: at each cutoff in training, at the test cutoff in the evaluation, and at the data's
+end in the registered model (the as_of the service scores).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ class TrainResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     churn_scores: dict[str, np.ndarray] = field(default_factory=dict)
     component_params: dict[str, float] = field(default_factory=dict)
+    test_components: Components | None = None
 
 
 def _xgb(cfg: TrainConfig) -> dict[str, object]:
@@ -98,11 +103,14 @@ def train(
     data_end = data_end or (ts.max().normalize() + pd.Timedelta(days=1)).date()
     cutoffs = plan_cutoffs(data_start, data_end, cfg.horizon_days, test_as_of=cfg.test_as_of,
                            n_train=cfg.n_train_cutoffs, step_days=cfg.train_step_days)
-    step(f"features for {len(cutoffs.train) + 2} cutoffs")
-    frames = build_frames(transactions, [*cutoffs.train, cutoffs.validation, cutoffs.test],
+    step(f"features for {len(cutoffs.train) + 2} cutoffs and the data end")
+    frames = build_frames(transactions,
+                          [*cutoffs.train, cutoffs.validation, cutoffs.test, data_end],
                           cfg.horizon_days, data_end=data_end, lookback_days=cfg.lookback_days)
+    latest = frames.pop(data_end)
     step("BTYD components per cutoff")
     comps: dict[dt.date, Components] = {d: fit_components(f) for d, f in frames.items()}
+    served_comps = fit_components(latest)
     stacked = {d: component_features(f, comps[d], cfg.horizon_days) for d, f in frames.items()}
     columns = [*FEATURES, *COMPONENT_FEATURES]
 
@@ -124,7 +132,7 @@ def train(
     final_df = pd.concat([stacked[d] for d in cutoffs.final_train], ignore_index=True)
     churn, purchases, spend, rfm = _fit_models(final_df, cfg, columns)
     scorer = CustomerScorer(
-        list(FEATURES), comps[cutoffs.validation], churn, purchases, spend, rfm,
+        list(FEATURES), served_comps, churn, purchases, spend, rfm,
         cfg.horizon_days, choices["churn"], choices["purchases"], choices["spend"], levels,
         cfg.clv_horizon_days, cfg.discount_rate,
         metadata={"cutoffs": cutoffs.as_dict(), "data_end": data_end.isoformat(),
@@ -133,7 +141,7 @@ def train(
 
     step("out-of-time evaluation on the test cutoff")
     test = frames[cutoffs.test]
-    scores = scorer.score(test, reasons=False)
+    scores = scorer.with_components(comps[cutoffs.test]).score(test, reasons=False)
     own = stacked[cutoffs.test]
     threshold, _ = ev.best_recency_rule(final_df["days_since_last"], final_df["churned"])
     metrics, tables, churn_scores = _evaluate(test, own, scores, rfm, threshold)
@@ -145,10 +153,10 @@ def train(
     evaluated = test.assign(**{f"score_{c}": scores[c] for c in scores.columns
                                if c not in ("customer_id", "as_of")})
     params = {f"test_{k}": v for k, v in comps[cutoffs.test].params().items()}
-    params.update({f"served_{k}": v for k, v in comps[cutoffs.validation].params().items()})
+    params.update({f"served_{k}": v for k, v in served_comps.params().items()})
     metrics[OURS]["recency_rule_days"] = threshold
     return TrainResult(scorer, cutoffs, metrics, grades, selection, evaluated, tables,
-                       churn_scores, params)
+                       churn_scores, params, comps[cutoffs.test])
 
 
 def _tracking(transactions: pd.DataFrame, test: pd.DataFrame, comp: Components,
