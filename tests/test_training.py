@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,14 @@ def test_selection_picks_the_best_component_on_validation(result):
     for target, errors in result.selection.items():
         chosen = getattr(result.scorer, f"{target}_choice")
         assert errors[chosen] == min(errors.values()), target
+
+
+def test_every_spend_component_can_be_selected_and_served(result):
+    assert set(result.selection["spend"]) == {"xgboost", "bg_gg", "pnbd_gg"}
+    x = result.scorer.stacked(result.test)
+    for choice, count in (("bg_gg", "bg_expected"), ("pnbd_gg", "pnbd_expected")):
+        served = replace(result.scorer, spend_choice=choice).expected_spend(x)
+        np.testing.assert_allclose(served, x[count] * x["gg_spend"])
 
 
 def test_every_baseline_is_evaluated_in_the_same_run(result):

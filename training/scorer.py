@@ -105,6 +105,8 @@ class CustomerScorer:
     def expected_spend(self, x: pd.DataFrame) -> np.ndarray:
         if self.spend_choice == "bg_gg":
             return (x["bg_expected"] * x["gg_spend"]).to_numpy()
+        if self.spend_choice == "pnbd_gg":
+            return (x["pnbd_expected"] * x["gg_spend"]).to_numpy()
         return self.spend.predict(x[self.spend.feature_names_in_])
 
     def score(self, frame: pd.DataFrame, *, reasons: bool = True,

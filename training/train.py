@@ -204,6 +204,7 @@ def _select(val: pd.DataFrame, churn, purchases, spend, rfm, columns) -> dict[st
     spend_mae = {
         "xgboost": ev.value_metrics(s, spend.predict(val[columns]))["mae"],
         "bg_gg": ev.value_metrics(s, val["bg_expected"] * val["gg_spend"])["mae"],
+        "pnbd_gg": ev.value_metrics(s, val["pnbd_expected"] * val["gg_spend"])["mae"],
     }
     return {"churn": {k: 1 - v for k, v in auc.items()}, "purchases": mae, "spend": spend_mae}
 
