@@ -105,7 +105,12 @@ def score_cmd(
     registry.configure(tracking_uri)
     version, _ = champion(alias)
     snapshot = MemoryStore(features).snapshot()
-    scorer = load_scorer(version).for_population(snapshot)
+    registered = load_scorer(version)
+    scorer = registered.for_population(snapshot)
+    if scorer is not registered:
+        console.print(f"BTYD components refitted on the snapshot's population (as_of "
+                      f"{snapshot['as_of'].max()}; the model's data end is "
+                      f"{registered.metadata.get('data_end')})")
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}"
                   "/{task.total:,}"), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(f"scoring with v{version}", total=len(snapshot))

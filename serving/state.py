@@ -188,7 +188,11 @@ class Live:
         missing = [c for c in scorer.input_columns if c not in snapshot.columns]
         if missing:
             raise DataError(f"feature snapshot {features_version}: missing columns {missing}")
-        scorer = scorer.for_population(snapshot)
+        refreshed = scorer.for_population(snapshot)
+        if refreshed is not scorer:
+            log.info("BTYD components refitted on the snapshot's population (model data end %s)",
+                     scorer.metadata.get("data_end"))
+        scorer = refreshed
         scores = score_population(scorer, snapshot, self.config.risk_bands)
         effect = load_effects(snapshot) if uplift else None
         if effect is not None:
