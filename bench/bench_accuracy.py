@@ -28,7 +28,7 @@ from features.validate import load
 from training import evaluate as ev
 from training.btyd import BetaGeoModel, ParetoNBDModel
 from training.churn import ChurnClassifier
-from training.components import COMPONENT_FEATURES, component_features, fit_components
+from training.components import COMPONENT_FEATURES, component_features
 from training.data import FEATURES
 from training.purchases import PurchasesRegressor
 from training.train import OURS, TrainConfig, TrainResult, train
@@ -81,13 +81,13 @@ def ceiling(result: TrainResult, horizon: int, folds: int = 5) -> dict[str, floa
     """Our models cross-fitted on the test cutoff's own outcomes (k folds of its customers).
 
     Not a result: each fold's model learns from the very window it is scored on, so it knows
-    the season, the trend and the label rate that a real forecast has to guess. What it cannot
-    reach, no model on these features trained on the past can; it bounds the targets from above.
+    the season, the trend and the label rate that a real forecast has to guess: an estimate,
+    from above, of what these features carry.
     The median forecast (absolute-error loss) shows what MAE rewards when it is not an
     expectation.
     """
     test = result.test
-    frame = component_features(test, fit_components(test), horizon)
+    frame = component_features(test, result.test_components, horizon)
     x = frame[[*FEATURES, *COMPONENT_FEATURES]]
     churned, n = frame["churned"].astype(int).to_numpy(), frame["n_purchases"].to_numpy(float)
     cfg = TrainConfig()

@@ -252,6 +252,20 @@ class Run:
         return float(np.percentile(self.latencies, q)) * 1e3 if self.latencies else math.nan
 
 
+async def attempt(conn: Connection, raw: bytes, timeout: float, run: Run,
+                  origin: float) -> None:
+    """Send one request on `conn`; a 200 adds its latency from `origin` (send time or
+    scheduled time) to `run`, anything else counts as an error of its kind."""
+    try:
+        status, _ = await conn.send(raw, timeout)
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
+        status = type(exc).__name__
+    if status == 200:
+        run.latencies.append(time.perf_counter() - origin)
+    else:
+        run.fail(str(status))
+
+
 async def closed_loop(port: int, payloads: list[bytes], concurrency: int, seconds: float,
                       timeout: float = 30.0) -> Run:
     """`concurrency` clients, each sending its next request when the last one is answered."""
@@ -265,15 +279,7 @@ async def closed_loop(port: int, payloads: list[bytes], concurrency: int, second
         while time.perf_counter() < deadline:
             raw = payloads[k % len(payloads)]
             k += concurrency
-            t0 = time.perf_counter()
-            try:
-                status, _ = await conn.send(raw, timeout)
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                status = type(exc).__name__
-            if status == 200:
-                run.latencies.append(time.perf_counter() - t0)
-            else:
-                run.fail(str(status))
+            await attempt(conn, raw, timeout, run, time.perf_counter())
         conn.close()
 
     await asyncio.gather(*(client(i) for i in range(concurrency)))
@@ -294,14 +300,7 @@ async def open_loop(port: int, payloads: list[bytes], rate: float, seconds: floa
 
     async def one(i: int, at: float) -> None:
         conn = idle.pop() if idle else Connection(port)
-        try:
-            status, _ = await conn.send(payloads[i % len(payloads)], timeout)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            status = type(exc).__name__
-        if status == 200:
-            run.latencies.append(time.perf_counter() - at)
-        else:
-            run.fail(str(status))
+        await attempt(conn, payloads[i % len(payloads)], timeout, run, at)
         idle.append(conn)
 
     n = int(rate * seconds)
