@@ -26,11 +26,11 @@ from features import engine
 from features.config import load_source_config
 from features.validate import load
 from training import evaluate as ev
-from training.btyd import BetaGeoModel, ParetoNBDModel
-from training.churn import ChurnClassifier
 from training.components import COMPONENT_FEATURES, component_features
 from training.data import FEATURES
-from training.purchases import PurchasesRegressor
+from training.models.btyd import BetaGeoModel, ParetoNBDModel
+from training.models.churn import ChurnClassifier
+from training.models.purchases import PurchasesRegressor
 from training.train import OURS, TrainConfig, TrainResult, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,8 @@ def ceiling(result: TrainResult, horizon: int, folds: int = 5) -> dict[str, floa
     ids = frame["customer_id"].astype(str).to_numpy()
     for a, b in KFold(folds, shuffle=True, random_state=0).split(x):
         xa, xb = x.iloc[a], x.iloc[b]
-        p_churn[b] = ChurnClassifier(**params).fit(xa, churned[a], groups=ids[a]).predict_proba(xb)
+        p_churn[b] = ChurnClassifier(**params).fit(
+            xa, churned[a], groups=ids[a]).predict_proba(xb)[:, 1]
         mean[b] = PurchasesRegressor(**params).fit(xa, pd.Series(n[a])).predict(xb)
         median[b] = xgb.XGBRegressor(objective="reg:absoluteerror", tree_method="hist",
                                      n_jobs=2, **params).fit(xa, n[a]).predict(xb)

@@ -1,4 +1,4 @@
-"""BG/NBD fit-time benchmark: training.btyd.BetaGeoModel vs lifetimes' BetaGeoFitter.
+"""BG/NBD fit-time benchmark: training.models.btyd.BetaGeoModel vs lifetimes' BetaGeoFitter.
 
 Input: the project's day-level BTYD summary of a seeded synthetic retailer (default 1M
 customers): `features.synthetic.generate`, the canonical transaction columns, then
@@ -35,7 +35,7 @@ from results_file import environment as machine
 from features import engine
 from features import pointintime as pit
 from features.synthetic import SyntheticConfig, generate
-from training.btyd import BetaGeoModel
+from training.models.btyd import BetaGeoModel
 
 with warnings.catch_warnings():  # lifetimes sets a pandas option that pandas 3 deprecates
     warnings.simplefilter("ignore")
@@ -209,7 +209,7 @@ def report(timings: dict[str, Timing], fits: dict[str, Fit], info: dict[str, obj
         "| fitter | runs | median s | min s | max s | x ours | call |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    calls = {"ours": "`training.btyd.BetaGeoModel().fit(frequency, recency, T)`",
+    calls = {"ours": "`training.models.btyd.BetaGeoModel().fit(frequency, recency, T)`",
              "lifetimes": "`lifetimes.BetaGeoFitter().fit(frequency, recency, T)`"}
     for name, t in timings.items():
         lines.append(f"| {name} | {len(t.seconds)} | {fmt(t.median)} | {fmt(min(t.seconds))} | "

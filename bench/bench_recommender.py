@@ -1,7 +1,7 @@
 """Product recommendations on Online Retail II, out of time: item-to-item vs popularity.
 
 Fit on the sale lines before as_of, then score recall@10 against the products each customer buys
-in the 90 days after as_of that they had never bought before (`training.recommender`).
+in the 90 days after as_of that they had never bought before (`training.models.recommender`).
 The hyper-parameters were chosen on the 2011-06-12 cutoff (its window ends 2011-09-10, the test
 as_of); the table of variants at that cutoff is recomputed here. The test cutoff 2011-09-10
 reports the chosen model, plain cosine and popularity only.
@@ -21,7 +21,7 @@ from results_file import environment, fmt, write_section
 
 from features.config import load_source_config
 from features.validate import load
-from training.recommender import (
+from training.models.recommender import (
     ItemRecommender,
     PopularityRecommender,
     hit_rate_at_k,

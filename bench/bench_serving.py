@@ -485,8 +485,8 @@ def profile_chunk(scorer, chunk: pd.DataFrame) -> tuple[list[tuple[str, float]],
     wrapping the functions it calls (no profiler overhead)."""
     import xgboost as xgb
 
-    from training import clv
     from training import scorer as scorer_module
+    from training.models import clv
 
     spent = {label: 0.0 for label, _, _ in STEPS}
     owners = {"scorer": scorer, "clv": clv, "churn": scorer.churn, "module": scorer_module}

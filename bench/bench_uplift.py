@@ -33,7 +33,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from features.config import load_source_config
 from features.validate import load
-from training.uplift import ClassTransformation, TLearner, UpliftLearner, XLearner
+from training.models.uplift import ClassTransformation, TLearner, UpliftLearner, XLearner
 from training.uplift import evaluate as ev
 from training.uplift.data import arm_labels, log_features, no_response_risk
 

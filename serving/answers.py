@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 
+from features.campaign_log import CampaignLog
 from features.segments import RFM_SEGMENTS
 from serving.batch import enrich
-from serving.campaign_log import CampaignLog
 from serving.config import RiskBands
 from serving.offers import Catalogue, in_control, offer_value
 from serving.schemas import (

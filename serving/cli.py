@@ -11,6 +11,7 @@ from features.cli import data_app, demo_data_cmd, features_app
 from features.errors import DataError
 from serving.commands import publish_cmd, score_cmd, serve_cmd
 from training.cli import models_app, train_app
+from training.models.errors import ModelInputError
 
 app = typer.Typer(
     help="Churn and targeting service: data, features, train, models, score, serve.",
@@ -31,7 +32,7 @@ def main() -> None:
     """Run the CLI; a user's mistake (DataError) prints one line and exits 2, no traceback."""
     try:
         app(standalone_mode=False)
-    except DataError as exc:
+    except (DataError, ModelInputError) as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:

@@ -17,9 +17,9 @@ from typing import Annotated
 import bentoml
 from pydantic import Field
 
+from features.campaign_log import CampaignLog
 from serving import answers
 from serving.bentoml_fixes import cancel_request_timers
-from serving.campaign_log import CampaignLog
 from serving.config import load_config
 from serving.microbatch import MicroBatcher
 from serving.middleware import Guard

@@ -23,7 +23,7 @@ from features.config import load_source_config
 from features.synthetic import SyntheticConfig, generate
 from features.validate import load
 from tests.conftest import SOURCES
-from training.btyd import (
+from training.models.btyd import (
     BetaGeoModel,
     GammaGammaModel,
     ParetoNBDModel,
@@ -31,7 +31,7 @@ from training.btyd import (
     gammagamma,
     paretonbd,
 )
-from training.btyd.base import group_rows
+from training.models.btyd.base import group_rows
 
 CALIBRATION_AS_OF = dt.date(1997, 10, 1)  # calibration = purchase days up to 1997-09-30
 HOLDOUT_DAYS = 273  # 1997-10-01 .. 1998-06-30 = 39 weeks

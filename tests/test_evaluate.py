@@ -190,12 +190,12 @@ def test_value_metrics_by_hand():
     assert m["mae"] == pytest.approx(np.mean(np.abs(np.subtract(pred, actual))))
     assert m["normalized_gini"] == pytest.approx(1.0)  # order is perfect, up to actual ties
     assert "interval_coverage" not in m
-    m = ev.value_metrics([1, 5, 10, 0], [1, 7, 11, 1], p10=[0, 6, 10, 1], p90=[2, 8, 12, 2])
+    m = ev.value_metrics([1, 5, 10, 0], [1, 7, 11, 1], lower=[0, 6, 10, 1], upper=[2, 8, 12, 2])
     assert m["interval_coverage"] == 0.5  # 1 in, 5 below, 10 on the edge (in), 0 below
     # ranks (2, 3, 4, 1) vs (1.5, 3, 4, 1.5): Pearson of ranks = 4.5 / sqrt(5 * 4.5)
     assert m["spearman"] == pytest.approx(math.sqrt(0.9))
     with pytest.raises(ValueError, match="both"):
-        ev.value_metrics([1, 2], [1, 2], p10=[0, 0])
+        ev.value_metrics([1, 2], [1, 2], lower=[0, 0])
 
 
 def test_decile_table_by_hand():

@@ -11,7 +11,7 @@ import pytest
 from sklearn.base import clone
 
 from features.synthetic import NON_PRODUCT, SyntheticConfig, generate
-from training.recommender import (
+from training.models.recommender import (
     ItemRecommender,
     PopularityRecommender,
     evaluate_recommender,

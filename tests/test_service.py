@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from features.campaign_log import CampaignLog, campaign_frame
 from features.synthetic import SyntheticConfig, generate, write
-from serving.campaign_log import CampaignLog, campaign_frame
 from serving.offers import load_catalogue
 
 ROOT = Path(__file__).resolve().parents[1]

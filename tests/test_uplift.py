@@ -16,15 +16,8 @@ from features.config import SourceConfig
 from features.synthetic import SyntheticConfig, generate
 from features.validate import validate
 from tests.conftest import ROOT
-from training.uplift import (
-    ClassTransformation,
-    TLearner,
-    UpliftInputError,
-    XLearner,
-    arm_labels,
-    fit_from_campaign_log,
-    plots,
-)
+from training.models.uplift import ClassTransformation, TLearner, UpliftInputError, XLearner
+from training.uplift import arm_labels, fit_from_campaign_log, plots
 from training.uplift import evaluate as ev
 
 LEARNERS = (TLearner, XLearner, ClassTransformation)

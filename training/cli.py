@@ -54,7 +54,7 @@ def train_cmd(
         raise DataError("retention train: --source is required (the transactions' source "
                         "config)")
     from training import registry
-    from training.recommender import ItemRecommender
+    from training.models.recommender import ItemRecommender
     from training.report import figures
     from training.train import TrainConfig, train
 

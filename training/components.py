@@ -6,13 +6,15 @@ Each cutoff's BG/NBD, Pareto/NBD and Gamma-Gamma are fitted on that cutoff's own
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from training.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
-from training.btyd.paretonbd import _lifetime_integral
+from training.models import clv
+from training.models.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
+from training.models.btyd.paretonbd import _lifetime_integral
 
 COMPONENT_FEATURES: tuple[str, ...] = (
     "bg_p_alive", "bg_expected", "bg_p_zero", "pnbd_p_alive", "pnbd_expected", "gg_spend",
@@ -31,6 +33,15 @@ class Components:
     bg: BetaGeoModel
     pnbd: ParetoNBDModel
     gg: GammaGammaModel
+
+    def simulate_spends(self, frame: pd.DataFrame, horizons: Sequence[float], *,
+                        draws: int = 200, seed: int = 0,
+                        groups: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Simulated spend draws of the feature rows over each horizon (`clv.simulate_spends`)."""
+        f, r, t = _summary(frame)
+        return clv.simulate_spends(self.bg, self.gg, f, r, t,
+                                   frame["monetary_value"].to_numpy(dtype="float64"), horizons,
+                                   draws=draws, seed=seed, groups=groups)
 
     def params(self) -> dict[str, float]:
         out = {}
@@ -77,16 +88,17 @@ def pnbd_expected(pnbd: ParetoNBDModel, t: float, f: np.ndarray, big_t: np.ndarr
     return p_alive * ((r + f) / (alpha + big_t)) * _lifetime_integral(s, beta + big_t, h)
 
 
-def bg_p_zero(bg: BetaGeoModel, t: float, f: np.ndarray, r: np.ndarray,
+def bg_p_zero(bg: BetaGeoModel, t: float, frequency: np.ndarray, recency: np.ndarray,
               big_t: np.ndarray) -> np.ndarray:
     """BG/NBD P(no purchase in the next t | x, t_x, T).
 
     Dropout happens only right after a purchase, so with no purchase an alive customer stays
-    alive: P = 1 - P(alive) + P(alive) * ((alpha + T) / (alpha + T + t)) ** (r + x).
+    alive: P = 1 - P(alive) + P(alive) * ((alpha + T) / (alpha + T + t)) ** (r + x), with r and
+    alpha the fitted BG/NBD parameters.
     """
-    p_alive = bg.p_alive(f, r, big_t)
-    rr, alpha = bg.params_["r"], bg.params_["alpha"]
-    stay_quiet = ((alpha + big_t) / (alpha + big_t + t)) ** (rr + f)
+    p_alive = bg.p_alive(frequency, recency, big_t)
+    shape, alpha = bg.params_["r"], bg.params_["alpha"]
+    stay_quiet = ((alpha + big_t) / (alpha + big_t + t)) ** (shape + frequency)
     return 1.0 - p_alive + p_alive * stay_quiet
 
 

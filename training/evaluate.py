@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +29,50 @@ ArrayLike = npt.ArrayLike
 _EPS = 1e-9  # tolerance on grade boundaries, so 0.79 - 0.77 counts as a 0.02 improvement
 GRADE_ORDER = ("A", "B", "C")
 NOT_GRADED = "n/a"
+
+
+
+
+class Metric(StrEnum):
+    """A metric's key in every metrics table: "<section>.<name>" (section churn, purchases or
+    value; name as `churn_metrics`, `purchase_metrics` and `value_metrics` return it)."""
+
+    CHURN_ROC_AUC = "churn.roc_auc"
+    CHURN_PR_AUC = "churn.pr_auc"
+    CHURN_BRIER = "churn.brier"
+    CHURN_ECE = "churn.ece"
+    PURCHASES_MAE = "purchases.mae"
+    VALUE_MAE = "value.mae"
+    VALUE_GINI = "value.normalized_gini"
+    VALUE_COVERAGE = "value.interval_coverage"
+
+    @property
+    def section(self) -> str:
+        return self.value.split(".", 1)[0]
+
+    @property
+    def short(self) -> str:
+        return self.value.split(".", 1)[1]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.short in _HIGHER_IS_BETTER
+
+
+_HIGHER_IS_BETTER = frozenset({"roc_auc", "pr_auc", "normalized_gini", "interval_coverage"})
+
+
+def metric_value(metric: Metric, actual: ArrayLike, predicted: ArrayLike) -> float:
+    """One metric of `predicted` against `actual` (churn: 0/1 labels and probabilities)."""
+    compute = {"churn": churn_metrics, "purchases": purchase_metrics,
+               "value": value_metrics}[metric.section]
+    return float(compute(actual, predicted)[metric.short])
+
+
+def metric_error(metric: Metric, actual: ArrayLike, predicted: ArrayLike) -> float:
+    """`metric_value` as an error, lower is better (1 - value for AUC-like metrics)."""
+    value = metric_value(metric, actual, predicted)
+    return 1.0 - value if metric.higher_is_better else value
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -225,13 +271,14 @@ def normalized_gini(actual: ArrayLike, predicted: ArrayLike) -> float:
 def value_metrics(
     actual_spend: ArrayLike,
     predicted_value: ArrayLike,
-    p10: ArrayLike | None = None,
-    p90: ArrayLike | None = None,
+    lower: ArrayLike | None = None,
+    upper: ArrayLike | None = None,
 ) -> dict[str, float]:
-    """normalized_gini, spearman, mae, top_decile_share, and interval_coverage if p10/p90 given.
+    """normalized_gini, spearman, mae, top_decile_share, and interval_coverage if the interval
+    ends `lower` and `upper` are given.
 
     top_decile_share = share of total actual spend among the ceil(n/10) highest predicted;
-    interval_coverage = share of customers with p10 <= actual <= p90.
+    interval_coverage = share of customers with lower <= actual <= upper.
     """
     a, v = _vecs(actual_spend=actual_spend, predicted_value=predicted_value)
     constant = np.ptp(a) == 0 or np.ptp(v) == 0
@@ -242,10 +289,10 @@ def value_metrics(
         "mae": float(np.mean(np.abs(v - a))),
         "top_decile_share": _safe_div(top, a.sum()),
     }
-    if (p10 is None) != (p90 is None):
-        raise ValueError("give both p10 and p90, or neither")
-    if p10 is not None and p90 is not None:
-        lo, hi = _vecs(actual_spend=a, p10=p10, p90=p90)[1:]
+    if (lower is None) != (upper is None):
+        raise ValueError("give both lower and upper, or neither")
+    if lower is not None and upper is not None:
+        lo, hi = _vecs(actual_spend=a, lower=lower, upper=upper)[1:]
         out["interval_coverage"] = float(np.mean((a >= lo) & (a <= hi)))
     return out
 
@@ -364,34 +411,63 @@ def grade(
 
 
 @dataclass(frozen=True)
-class _Graded:
-    key: str
+class GradedMetric:
+    """A metric the grade report compares with the best baseline, and how it says so."""
+
+    key: Metric
     alias: str | None  # bare name accepted when the key is not namespaced
-    higher_is_better: bool
     label: str
     subject: str
     verbs: tuple[str, str, str]  # for A, B, C
     headline: bool  # counts toward the overall grade
     fmt: str = ".3f"
 
+    @property
+    def higher_is_better(self) -> bool:
+        return self.key.higher_is_better
+
+
+class Grade(TypedDict):
+    """One graded metric of a grade report."""
+
+    metric: str
+    label: str
+    higher_is_better: bool
+    best_baseline: str
+    baseline_value: float
+    ours: float
+    delta: float
+    grade: str
+    explanation: str
+
+
+class OverallGrade(TypedDict):
+    """The report's "overall" entry: the weakest headline grade."""
+
+    grade: str
+    based_on: list[str]
+    explanation: str
+
+
+GradeReport = dict[str, Grade | OverallGrade]
 
 _RANKS = ("better than", "about as well as", "worse than")
 _ACCURACY = ("more accurate than", "about as accurate as", "less accurate than")
-GRADED_METRICS: tuple[_Graded, ...] = (
-    _Graded("churn.roc_auc", "roc_auc", True, "ROC-AUC", "Churn model ranks customers",
-            _RANKS, True),
-    _Graded("churn.pr_auc", "pr_auc", True, "PR-AUC",
-            "Churn model puts churners at the top of its list", _RANKS, False),
-    _Graded("churn.brier", "brier", False, "Brier score", "Churn probabilities are",
-            _ACCURACY, False),
-    _Graded("purchases.mae", None, False, "MAE", "Purchase forecasts are", _ACCURACY, True,
-            ".3g"),
-    _Graded("value.normalized_gini", "normalized_gini", True, "normalized Gini",
-            "Value model ranks customers by future spend", _RANKS, True),
+GRADED_METRICS: tuple[GradedMetric, ...] = (
+    GradedMetric(Metric.CHURN_ROC_AUC, "roc_auc", "ROC-AUC", "Churn model ranks customers",
+                 _RANKS, True),
+    GradedMetric(Metric.CHURN_PR_AUC, "pr_auc", "PR-AUC",
+                 "Churn model puts churners at the top of its list", _RANKS, False),
+    GradedMetric(Metric.CHURN_BRIER, "brier", "Brier score", "Churn probabilities are",
+                 _ACCURACY, False),
+    GradedMetric(Metric.PURCHASES_MAE, None, "MAE", "Purchase forecasts are", _ACCURACY, True,
+                 ".3g"),
+    GradedMetric(Metric.VALUE_GINI, "normalized_gini", "normalized Gini",
+                 "Value model ranks customers by future spend", _RANKS, True),
 )
 
 
-def _lookup(metrics: dict[str, float], m: _Graded) -> float | None:
+def _lookup(metrics: dict[str, float], m: GradedMetric) -> float | None:
     for key in (m.key, m.alias):
         if key is not None and key in metrics:
             return float(metrics[key])
@@ -404,7 +480,7 @@ def grade_report(
     baselines: Sequence[str],
     *,
     margins: tuple[float, float] = (0.02, 0.0),
-) -> dict[str, dict]:
+) -> GradeReport:
     """Grade our model against the best baseline per metric, plus an overall grade.
 
     Metric keys: "churn.roc_auc", "churn.pr_auc", "churn.brier", "purchases.mae",
@@ -424,7 +500,7 @@ def grade_report(
         if "mae" in metrics_by_model[name]:
             raise ValueError(f"{name}: bare 'mae' is ambiguous; use 'purchases.mae' or "
                              "'value.mae'")
-    report: dict[str, dict] = {}
+    report: GradeReport = {}
     for m in GRADED_METRICS:
         mine = _lookup(metrics_by_model[ours], m)
         theirs = {b: v for b in baselines if (v := _lookup(metrics_by_model[b], m)) is not None}
@@ -442,8 +518,8 @@ def grade_report(
             verb = m.verbs[GRADE_ORDER.index(g)]
             text = (f"{m.subject} {verb} the best baseline ({best}): "
                     f"{m.label} {mine:{m.fmt}} vs {base:{m.fmt}}.")
-        report[m.key] = {
-            "metric": m.key, "label": m.label, "higher_is_better": m.higher_is_better,
+        report[str(m.key)] = {
+            "metric": str(m.key), "label": m.label, "higher_is_better": m.higher_is_better,
             "best_baseline": best, "baseline_value": base, "ours": mine,
             "delta": mine - base, "grade": g, "explanation": text,
         }

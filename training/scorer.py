@@ -1,7 +1,13 @@
 """The customer scorer: one object mapping feature rows to every score, served as one pyfunc.
 
-The same artifact answers in BentoML, `mlflow models serve` and (later) Spark: feature rows in
-(the columns of `features build`), scores out.
+The same artifact answers in BentoML and `mlflow models serve`: feature rows in (the columns of
+`features build`), scores out. Which candidate answers each target (`training.candidates`)
+was chosen on the validation cutoff.
+
+Interval columns: `spend_p10`/`spend_p50`/`spend_p90` and `clv_p10`/`clv_p50`/`clv_p90` are
+the lower end, median and upper end of an interval whose quantile levels were calibrated on
+the validation cutoff to hold `interval_target` (80% by default) of customers; the levels
+used are `interval_levels`, so the ends are not always the 10th and 90th percentiles.
 """
 
 from __future__ import annotations
@@ -13,14 +19,17 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from training import clv
-from training.baselines import RFMLogistic
-from training.churn import ChurnClassifier
+from training.candidates import Target, candidate
 from training.components import Components, component_features, fit_components
 from training.data import SEASON, add_season
-from training.purchases import PurchasesRegressor
+from training.models import (
+    ChurnClassifier,
+    PurchasesRegressor,
+    RFMLogistic,
+    SpendRegressor,
+    clv,
+)
 from training.reasons import explain_joined
-from training.spend import SpendRegressor
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "customer_id", "as_of", "horizon_days", "churn_probability", "p_alive",
@@ -32,9 +41,9 @@ SMALL_BATCH = 10_000  # rows below which XGBoost predicts on one thread
 MIN_REFIT = 500  # population rows below which the registered components are kept
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CustomerScorer:
-    """Fitted models plus the choices made on the validation cutoff."""
+    """Fitted models plus the candidates chosen on the validation cutoff."""
 
     features: list[str]
     components: Components
@@ -89,25 +98,16 @@ class CustomerScorer:
         return component_features(frame, self.components, self.horizon_days)
 
     def churn_probability(self, x: pd.DataFrame) -> np.ndarray:
-        if self.churn_choice == "rfm_logistic":
-            return self.rfm.predict_proba(x)
-        if self.churn_choice == "bg_nbd":
-            return x["bg_p_zero"].to_numpy()
-        return self.churn.predict_proba(x[self.churn.feature_names_in_])
+        """P(no purchase in the horizon) of stacked rows, from the chosen churn candidate."""
+        return candidate(Target.CHURN, self.churn_choice).predict(self, x)
 
     def expected_purchases(self, x: pd.DataFrame) -> np.ndarray:
-        if self.purchases_choice == "bg_nbd":
-            return x["bg_expected"].to_numpy()
-        if self.purchases_choice == "pareto_nbd":
-            return x["pnbd_expected"].to_numpy()
-        return self.purchases.predict(x[self.purchases.feature_names_in_])
+        """Expected purchase days in the horizon of stacked rows."""
+        return candidate(Target.PURCHASES, self.purchases_choice).predict(self, x)
 
     def expected_spend(self, x: pd.DataFrame) -> np.ndarray:
-        if self.spend_choice == "bg_gg":
-            return (x["bg_expected"] * x["gg_spend"]).to_numpy()
-        if self.spend_choice == "pnbd_gg":
-            return (x["pnbd_expected"] * x["gg_spend"]).to_numpy()
-        return self.spend.predict(x[self.spend.feature_names_in_])
+        """Expected net spend in the horizon of stacked rows."""
+        return candidate(Target.SPEND, self.spend_choice).predict(self, x)
 
     def score(self, frame: pd.DataFrame, *, reasons: bool = True,
               groups: Sequence[int] | None = None) -> pd.DataFrame:
@@ -128,9 +128,8 @@ class CustomerScorer:
         churn = self.churn_probability(x)
         spend = self.expected_spend(x)
         # One simulation serves both horizons (the CLV horizon extends the same futures).
-        draws_h, draws_c = clv.simulate_spends(
-            self.components, x, (self.horizon_days, self.clv_horizon_days), draws=self.draws,
-            groups=groups)
+        draws_h, draws_c = self.components.simulate_spends(
+            x, (self.horizon_days, self.clv_horizon_days), draws=self.draws, groups=groups)
         interval = clv.quantiles(draws_h, spend, self.interval_levels)
         sim_h = draws_h.mean(axis=1)
         adjust = np.clip(np.divide(spend, sim_h, out=np.ones_like(spend), where=sim_h > 0),
@@ -147,10 +146,10 @@ class CustomerScorer:
             "p_alive": x["bg_p_alive"].to_numpy(),
             "expected_purchases": self.expected_purchases(x),
             "expected_spend": spend,
-            "spend_p10": interval["p10"], "spend_p50": interval["p50"],
-            "spend_p90": interval["p90"],
-            "clv": clv_mean, "clv_p10": value["p10"], "clv_p50": value["p50"],
-            "clv_p90": value["p90"],
+            "spend_p10": interval["lower"], "spend_p50": interval["median"],
+            "spend_p90": interval["upper"],
+            "clv": clv_mean, "clv_p10": value["lower"], "clv_p50": value["median"],
+            "clv_p90": value["upper"],
             "value_at_risk": churn * clv_mean,
         })
         if reasons:

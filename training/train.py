@@ -21,20 +21,24 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from training import clv
 from training import evaluate as ev
-from training.baselines import RFMLogistic
-from training.churn import ChurnClassifier
+from training.candidates import (
+    LABELS,
+    OURS,
+    RFM_COLUMNS,
+    SELECTION,
+    Target,
+    baseline_names,
+    baselines,
+    served,
+)
 from training.components import COMPONENT_FEATURES, Components, component_features, fit_components
 from training.data import FEATURES, Cutoffs, build_frames, plan_cutoffs
-from training.purchases import PurchasesRegressor
+from training.models import ChurnClassifier, PurchasesRegressor, RFMLogistic, SpendRegressor, clv
 from training.scorer import CustomerScorer
-from training.spend import SpendRegressor
 
-OURS = "ours"
-CHURN_BASELINES = ("recency_rule", "rfm_logistic", "bg_nbd", "pareto_nbd")
-COUNT_BASELINES = ("bg_nbd", "pareto_nbd")
-VALUE_BASELINES = ("bg_nbd_gg", "pareto_nbd_gg")
+CHURN_BASELINES = baseline_names(Target.CHURN)
+VALUE_BASELINES = baseline_names(Target.SPEND)
 
 
 class TrainConfig(BaseModel):
@@ -66,7 +70,7 @@ class TrainResult:
     scorer: CustomerScorer
     cutoffs: Cutoffs
     metrics: dict[str, dict[str, float]]
-    grades: dict[str, dict]
+    grades: ev.GradeReport
     selection: dict[str, dict[str, float]]
     test: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -80,14 +84,26 @@ def _xgb(cfg: TrainConfig) -> dict[str, object]:
                 learning_rate=cfg.learning_rate, random_state=cfg.seed)
 
 
-def _fit_models(frame: pd.DataFrame, cfg: TrainConfig, columns: list[str]):
+@dataclass
+class _Models:
+    """The models fitted on one set of cutoffs (what a candidate predicts with)."""
+
+    churn: ChurnClassifier
+    purchases: PurchasesRegressor
+    spend: SpendRegressor
+    rfm: RFMLogistic
+
+
+def _fit_models(frame: pd.DataFrame, cfg: TrainConfig, columns: list[str]) -> _Models:
     x = frame[columns]
-    churn = ChurnClassifier(**_xgb(cfg)).fit(x, frame["churned"].astype(int),
-                                             groups=frame["customer_id"].astype(str))
-    purchases = PurchasesRegressor(**_xgb(cfg)).fit(x, frame["n_purchases"])
-    spend = SpendRegressor(**_xgb(cfg)).fit(x, frame["spend"])
-    rfm = RFMLogistic().fit(frame, frame["churned"].astype(int))
-    return churn, purchases, spend, rfm
+    churned = frame[LABELS[Target.CHURN]].astype(int)
+    return _Models(
+        churn=ChurnClassifier(**_xgb(cfg)).fit(x, churned,
+                                               groups=frame["customer_id"].astype(str)),
+        purchases=PurchasesRegressor(**_xgb(cfg)).fit(x, frame[LABELS[Target.PURCHASES]]),
+        spend=SpendRegressor(**_xgb(cfg)).fit(x, frame[LABELS[Target.SPEND]]),
+        rfm=RFMLogistic().fit(frame[list(RFM_COLUMNS)], churned),
+    )
 
 
 def train(
@@ -116,25 +132,25 @@ def train(
 
     step("stage 1: fit on training cutoffs, choose on validation")
     train_df = pd.concat([stacked[d] for d in cutoffs.train], ignore_index=True)
-    churn, purchases, spend, rfm = _fit_models(train_df, cfg, columns)
+    stage1 = _fit_models(train_df, cfg, columns)
     val = stacked[cutoffs.validation]
-    selection = _select(val, churn, purchases, spend, rfm, columns)
+    selection = _select(val, stage1)
     choices = {k: min(v, key=v.get) for k, v in selection.items()}
-    stage1 = CustomerScorer(list(FEATURES), comps[cutoffs.validation], churn, purchases, spend,
-                            rfm, cfg.horizon_days, choices["churn"], choices["purchases"],
-                            choices["spend"])
-    centre = stage1.expected_spend(val)
-    draws = clv.simulate_spend(comps[cutoffs.validation], val, cfg.horizon_days,
-                               seed=cfg.seed)
+    centre = _predict(stage1, Target.SPEND, choices[Target.SPEND], val)
+    draws = comps[cutoffs.validation].simulate_spends(val, (cfg.horizon_days,),
+                                                      seed=cfg.seed)[0]
     levels = clv.calibrate_levels(draws, centre, val["spend"].to_numpy(), cfg.interval_target)
 
     step("stage 2: refit on training + validation cutoffs")
     final_df = pd.concat([stacked[d] for d in cutoffs.final_train], ignore_index=True)
-    churn, purchases, spend, rfm = _fit_models(final_df, cfg, columns)
+    final = _fit_models(final_df, cfg, columns)
     scorer = CustomerScorer(
-        list(FEATURES), served_comps, churn, purchases, spend, rfm,
-        cfg.horizon_days, choices["churn"], choices["purchases"], choices["spend"], levels,
-        cfg.clv_horizon_days, cfg.discount_rate,
+        features=list(FEATURES), components=served_comps, churn=final.churn,
+        purchases=final.purchases, spend=final.spend, rfm=final.rfm,
+        horizon_days=cfg.horizon_days, churn_choice=choices[Target.CHURN],
+        purchases_choice=choices[Target.PURCHASES], spend_choice=choices[Target.SPEND],
+        interval_levels=levels, clv_horizon_days=cfg.clv_horizon_days,
+        discount_rate=cfg.discount_rate,
         metadata={"cutoffs": cutoffs.as_dict(), "data_end": data_end.isoformat(),
                   "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
     )
@@ -144,7 +160,7 @@ def train(
     scores = scorer.with_components(comps[cutoffs.test]).score(test, reasons=False)
     own = stacked[cutoffs.test]
     threshold, _ = ev.best_recency_rule(final_df["days_since_last"], final_df["churned"])
-    metrics, tables, churn_scores = _evaluate(test, own, scores, rfm, threshold)
+    metrics, tables, churn_scores = _evaluate(test, own, scores, final, threshold)
     tables.update(_tracking(transactions, test, comps[cutoffs.test], cutoffs.test,
                             cfg.horizon_days, scores["expected_purchases"].sum()))
     grades = ev.grade_report(metrics, OURS, [*CHURN_BASELINES, *VALUE_BASELINES],
@@ -186,48 +202,37 @@ def _tracking(transactions: pd.DataFrame, test: pd.DataFrame, comp: Components,
             for k, v in curves.items()}
 
 
-def _select(val: pd.DataFrame, churn, purchases, spend, rfm, columns) -> dict[str, dict]:
-    """Validation errors of each candidate per target (lower is better; churn: 1 - AUC)."""
-    y = val["churned"].astype(int)
-    auc = {
-        "xgboost": ev.churn_metrics(y, churn.predict_proba(val[columns]))["roc_auc"],
-        "rfm_logistic": ev.churn_metrics(y, rfm.predict_proba(val))["roc_auc"],
-        "bg_nbd": ev.churn_metrics(y, val["bg_p_zero"])["roc_auc"],
-    }
-    n = val["n_purchases"]
-    mae = {
-        "xgboost": ev.purchase_metrics(n, purchases.predict(val[columns]))["mae"],
-        "bg_nbd": ev.purchase_metrics(n, val["bg_expected"])["mae"],
-        "pareto_nbd": ev.purchase_metrics(n, val["pnbd_expected"])["mae"],
-    }
-    s = val["spend"]
-    spend_mae = {
-        "xgboost": ev.value_metrics(s, spend.predict(val[columns]))["mae"],
-        "bg_gg": ev.value_metrics(s, val["bg_expected"] * val["gg_spend"])["mae"],
-        "pnbd_gg": ev.value_metrics(s, val["pnbd_expected"] * val["gg_spend"])["mae"],
-    }
-    return {"churn": {k: 1 - v for k, v in auc.items()}, "purchases": mae, "spend": spend_mae}
+def _predict(models: _Models, target: Target, name: str, x: pd.DataFrame) -> np.ndarray:
+    return next(c for c in served(target) if c.name == name).predict(models, x)
 
 
-def _evaluate(test: pd.DataFrame, own: pd.DataFrame, scores: pd.DataFrame, rfm: RFMLogistic,
+def _select(val: pd.DataFrame, models: _Models) -> dict[str, dict[str, float]]:
+    """Validation error of each servable candidate per target (lower is better; an AUC-like
+    selection metric counts as 1 - value)."""
+    return {
+        str(target): {c.name: ev.metric_error(metric, val[LABELS[target]].astype(float),
+                                              c.predict(models, val))
+                      for c in served(target)}
+        for target, metric in SELECTION.items()
+    }
+
+
+def _evaluate(test: pd.DataFrame, own: pd.DataFrame, scores: pd.DataFrame, models: _Models,
               threshold: float) -> tuple[dict, dict[str, pd.DataFrame], dict[str, np.ndarray]]:
-    """Our scores and every baseline's on the test cutoff, in one metrics dict."""
-    y = test["churned"].astype(int).to_numpy()
-    n = test["n_purchases"].to_numpy(dtype="float64")
-    spend = test["spend"].to_numpy(dtype="float64")
-    churn_scores = {
-        OURS: scores["churn_probability"].to_numpy(),
-        "recency_rule": ev.recency_score(test["days_since_last"]),
-        "rfm_logistic": rfm.predict_proba(test),
-        "bg_nbd": own["bg_p_zero"].to_numpy(),
-        "pareto_nbd": 1.0 - own["pnbd_p_alive"].to_numpy(),
-    }
-    counts = {OURS: scores["expected_purchases"].to_numpy(),
-              "bg_nbd": own["bg_expected"].to_numpy(),
-              "pareto_nbd": own["pnbd_expected"].to_numpy()}
-    values = {OURS: scores["expected_spend"].to_numpy(),
-              "bg_nbd_gg": (own["bg_expected"] * own["gg_spend"]).to_numpy(),
-              "pareto_nbd_gg": (own["pnbd_expected"] * own["gg_spend"]).to_numpy()}
+    """Our scores and every baseline's on the test cutoff, in one metrics dict.
+
+    `own` is the test frame stacked with components fitted at the test cutoff itself."""
+    y = test[LABELS[Target.CHURN]].astype(int).to_numpy()
+    n = test[LABELS[Target.PURCHASES]].to_numpy(dtype="float64")
+    spend = test[LABELS[Target.SPEND]].to_numpy(dtype="float64")
+
+    def scored(target: Target, column: str) -> dict[str, np.ndarray]:
+        return {OURS: scores[column].to_numpy(),
+                **{c.baseline: c.predict(models, own) for c in baselines(target)}}
+
+    churn_scores = scored(Target.CHURN, "churn_probability")
+    counts = scored(Target.PURCHASES, "expected_purchases")
+    values = scored(Target.SPEND, "expected_spend")
     metrics: dict[str, dict[str, float]] = {}
     for name, p in churn_scores.items():
         m = ev.churn_metrics(y, p)
@@ -239,7 +244,7 @@ def _evaluate(test: pd.DataFrame, own: pd.DataFrame, scores: pd.DataFrame, rfm: 
         m = ev.purchase_metrics(n, e)
         metrics.setdefault(name, {}).update({f"purchases.{k}": v for k, v in m.items()})
     for name, v in values.items():
-        extra = ({"p10": scores["spend_p10"], "p90": scores["spend_p90"]} if name == OURS
+        extra = ({"lower": scores["spend_p10"], "upper": scores["spend_p90"]} if name == OURS
                  else {})
         m = ev.value_metrics(spend, v, **extra)
         metrics.setdefault(name, {}).update({f"value.{k}": val for k, val in m.items()})

@@ -1,21 +1,6 @@
-"""Uplift learners from randomised campaign logs: T-learner, X-learner, class transformation,
-their evaluation (`training.uplift.evaluate`) and plots (`training.uplift.plots`)."""
+"""Uplift from a campaign log: the log joined to features (`data`), the training job (`job`),
+its evaluation (`evaluate`) and plots (`plots`). The learners live in `training.models.uplift`."""
 
-from training.uplift.base import CONTROL, UpliftInputError, UpliftLearner
-from training.uplift.class_transformation import ClassTransformation
 from training.uplift.data import CampaignFit, arm_labels, fit_from_campaign_log, log_features
-from training.uplift.tlearner import TLearner
-from training.uplift.xlearner import XLearner
 
-__all__ = [
-    "CONTROL",
-    "CampaignFit",
-    "ClassTransformation",
-    "TLearner",
-    "UpliftInputError",
-    "UpliftLearner",
-    "XLearner",
-    "arm_labels",
-    "fit_from_campaign_log",
-    "log_features",
-]
+__all__ = ["CampaignFit", "arm_labels", "fit_from_campaign_log", "log_features"]

@@ -17,8 +17,8 @@ import pandas as pd
 from sklearn.base import clone
 from xgboost import XGBClassifier
 
-from training.uplift.base import CONTROL, UpliftInputError, UpliftLearner
-from training.uplift.tlearner import TLearner
+from training.models.uplift.base import CONTROL, UpliftInputError, UpliftLearner
+from training.models.uplift.tlearner import TLearner
 
 OUTCOMES: tuple[str, ...] = ("visit", "converted", "revenue")
 # Feature-table columns that are labels (observed after as_of) or bookkeeping, never features.

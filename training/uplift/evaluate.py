@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from training.uplift.base import CONTROL, UpliftInputError
+from training.models.uplift.base import CONTROL, UpliftInputError
 
 ArrayLike = npt.ArrayLike
 K_GRID: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))

@@ -14,10 +14,10 @@ from sklearn.model_selection import train_test_split
 
 from features.engine import read_features
 from features.errors import DataError
-from training.uplift.base import CONTROL, UpliftLearner
+from training.models.uplift.base import CONTROL, UpliftLearner
+from training.models.uplift.xlearner import XLearner
 from training.uplift.data import CampaignFit, arm_labels, fit_from_campaign_log
 from training.uplift.evaluate import uplift_metrics
-from training.uplift.xlearner import XLearner
 
 
 @dataclass
@@ -33,7 +33,7 @@ def read_campaign_log(where: str) -> tuple[pd.DataFrame, dict[str, int]]:
     counts by reason, or from a campaign-log database URL (what `/feedback` writes:
     sqlite:///... or postgresql://...; nothing to quarantine there)."""
     if "://" in where:
-        from serving.campaign_log import CampaignLog, campaign_frame
+        from features.campaign_log import CampaignLog, campaign_frame
 
         return campaign_frame(CampaignLog(where).frame()), {}
     from features.config import load_source_config

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training.uplift.base import UpliftLearner
+from training.models.uplift.base import UpliftLearner
 
 
 class ClassTransformation(UpliftLearner):

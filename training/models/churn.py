@@ -8,7 +8,7 @@ import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from training.boosted import BoostedModel
+from training.models.boosted import BoostedModel
 
 _EPS = 1e-6
 
@@ -53,6 +53,6 @@ class ChurnClassifier(BoostedModel):
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated churn probability per row."""
+        """(rows, 2): calibrated P(stays) and P(churns) per row."""
         raw = self.model_.predict_proba(self._matrix(X))[:, 1]
-        return self.calibrator_.predict_proba(_logit(raw)[:, None])[:, 1]
+        return self.calibrator_.predict_proba(_logit(raw)[:, None])

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from training.boosted import BoostedModel
+from training.models.boosted import BoostedModel
 
 
 class SpendRegressor(BoostedModel):

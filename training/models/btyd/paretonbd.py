@@ -24,7 +24,7 @@ import numpy as np
 from scipy.integrate import IntegrationWarning, quad
 from scipy.special import expit, gammaln, hyp2f1
 
-from training.btyd.base import (
+from training.models.btyd.base import (
     ArrayLike,
     BaseModel,
     check_durations,

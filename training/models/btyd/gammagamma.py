@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import digamma, gammainccinv, gammaln
 
-from training.btyd.base import (
+from training.models.btyd.base import (
     ArrayLike,
     BaseModel,
     as_vector,

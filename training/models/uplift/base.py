@@ -5,8 +5,8 @@ given, checked at `fit`), `fit(X, treatment, y)` returns self, learned state end
 Several treatments are handled at once: `treatment` holds one arm name per row, one of them the
 control arm named by the `control` hyper-parameter; `predict_uplift(X)` gives one column per
 other arm, the estimated effect of that arm against control. Inputs are checked once, here, and
-a bad one raises a single `UpliftInputError` (a `ValueError`, and the project's `DataError` so
-the CLI prints it as one line) naming the argument, so the learners can assume clean arrays.
+a bad one raises a single `UpliftInputError` (a `ModelInputError`, which the CLI prints as one
+line) naming the argument, so the learners can assume clean arrays.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 from xgboost import XGBClassifier, XGBRegressor
 
-from features.errors import DataError
+from training.models.errors import ModelInputError
 
 CONTROL = "control"
 OutcomeKind = Literal["auto", "binary", "continuous"]
 OUTCOME_KINDS: tuple[str, ...] = ("auto", "binary", "continuous")
 
 
-class UpliftInputError(DataError, ValueError):
+class UpliftInputError(ModelInputError):
     """Bad input to an uplift learner or metric: one line naming the argument and the problem."""
 
 

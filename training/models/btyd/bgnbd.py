@@ -15,7 +15,7 @@ import numpy as np
 from scipy.integrate import IntegrationWarning, quad
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
-from training.btyd.base import (
+from training.models.btyd.base import (
     ArrayLike,
     BaseModel,
     check_durations,

@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from training.uplift.base import CONTROL, OutcomeKind, UpliftInputError, UpliftLearner
+from training.models.uplift.base import CONTROL, OutcomeKind, UpliftInputError, UpliftLearner
 
 _CLIP = 0.01  # estimated propensities are kept in [0.01, 0.99]
 

@@ -1,9 +1,12 @@
-"""Customer value: spend over a horizon with P10/P50/P90, CLV with discounting, value at risk.
+"""Customer value maths: simulated spend over horizons, intervals, discounting.
 
 The spread comes from simulating the BG/NBD + Gamma-Gamma posterior of each customer (alive or
-not, purchase rate, dropout, spend per purchase); the centre is rescaled to the selected spend
-forecast so the interval and the point forecast agree. The interval's width is calibrated on the
-validation cutoff (`calibrate_levels`) so that [P10, P90] really holds ~80% of customers.
+not, purchase rate, dropout, spend per purchase); the centre is rescaled to a chosen spend
+forecast so the interval and the point forecast agree. The interval's quantile levels can be
+calibrated on held-out outcomes (`calibrate_levels`) so that it holds the share it claims.
+
+Inputs are arrays of the BTYD summary per customer: frequency (repeat purchases), recency
+(age at the last purchase), T (age) and the mean spend per repeat purchase.
 """
 
 from __future__ import annotations
@@ -13,23 +16,28 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from training.components import Components
+from training.models.btyd import BetaGeoModel, GammaGammaModel
+from training.models.errors import ModelInputError
 
 
-def simulate_spend(comp: Components, frame: pd.DataFrame, horizon_days: float, *,
-                   draws: int = 200, seed: int = 0, chunk: int = 50_000) -> np.ndarray:
+def simulate_spend(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray,
+                   recency: np.ndarray, T: np.ndarray, monetary: np.ndarray,
+                   horizon: float, *, draws: int = 200, seed: int = 0,
+                   chunk: int = 50_000) -> np.ndarray:
     """Draws (n_customers x draws) of total spend in the next `horizon_days`.
 
     BG/NBD given (x, t_x, T): alive ~ Bernoulli(P(alive)); lambda ~ Gamma(r + x, alpha + T);
     p ~ Beta(a, b + x); purchases = min(Poisson(lambda t), Geometric(p)) (dropout follows a
     purchase). Gamma-Gamma: nu ~ Gamma(p x + q, gamma + x m); total ~ Gamma(N p, nu).
     """
-    return simulate_spends(comp, frame, (horizon_days,), draws=draws, seed=seed, chunk=chunk)[0]
+    return simulate_spends(bg, gg, frequency, recency, T, monetary, (horizon,), draws=draws,
+                           seed=seed, chunk=chunk)[0]
 
 
-def simulate_spends(comp: Components, frame: pd.DataFrame, horizons: Sequence[float], *,
-                    draws: int = 200, seed: int = 0, chunk: int = 50_000,
-                    groups: Sequence[int] | None = None) -> list[np.ndarray]:
+def simulate_spends(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray,
+                    recency: np.ndarray, T: np.ndarray, monetary: np.ndarray,
+                    horizons: Sequence[float], *, draws: int = 200, seed: int = 0,
+                    chunk: int = 50_000, groups: Sequence[int] | None = None) -> list[np.ndarray]:
     """`simulate_spend` for several horizons from the same simulated futures, one array each.
 
     Purchases in a longer horizon are the shorter one's plus Poisson(lambda x the extra days)
@@ -39,33 +47,37 @@ def simulate_spends(comp: Components, frame: pd.DataFrame, horizons: Sequence[fl
     change a total is drawn: rates for alive draws, dropout and nu where a purchase happens
     (dropout from its marginal, `_dropouts`).
 
-    `groups` (row counts of consecutive blocks of `frame`) draws each block from its own
+    `groups` (row counts of consecutive blocks of rows) draws each block from its own
     generator, exactly as if the block were simulated alone.
     """
-    x = frame["frequency"].to_numpy(dtype="float64")
-    rec = frame["recency"].to_numpy(dtype="float64")
-    big_t = frame["T"].to_numpy(dtype="float64")
-    m = np.clip(frame["monetary_value"].to_numpy(dtype="float64"), 0.0, None)
-    p_alive = comp.bg.p_alive(x, rec, big_t)
+    x = np.asarray(frequency, dtype="float64")
+    rec = np.asarray(recency, dtype="float64")
+    big_t = np.asarray(T, dtype="float64")
+    m = np.clip(np.asarray(monetary, dtype="float64"), 0.0, None)
+    n = len(x)
+    if not len(rec) == len(big_t) == len(m) == n:
+        raise ModelInputError(f"frequency, recency, T, monetary: lengths differ "
+                              f"({n}, {len(rec)}, {len(big_t)}, {len(m)})")
+    p_alive = bg.p_alive(x, rec, big_t)
     order = np.argsort(horizons, kind="stable")
-    outs = [np.zeros((len(frame), draws)) for _ in horizons]
-    blocks = [len(frame)] if groups is None else [int(g) for g in groups]
-    if sum(blocks) != len(frame) or min(blocks, default=0) < 0:
-        raise ValueError(f"groups: sizes {blocks} do not add up to {len(frame)} rows")
+    outs = [np.zeros((n, draws)) for _ in horizons]
+    blocks = [n] if groups is None else [int(g) for g in groups]
+    if sum(blocks) != n or min(blocks, default=0) < 0:
+        raise ModelInputError(f"groups: sizes {blocks} do not add up to {n} rows")
     ends = np.cumsum(blocks)
     for start, end in zip(ends - blocks, ends, strict=True):
         rng = np.random.default_rng(seed)
         for lo in range(int(start), int(end), chunk):
-            _simulate(rng, comp, x, big_t, m, p_alive, slice(lo, min(lo + chunk, int(end))),
-                      draws, horizons, order, outs)
+            _simulate(rng, bg.params_, gg.params_, x, big_t, m, p_alive,
+                      slice(lo, min(lo + chunk, int(end))), draws, horizons, order, outs)
     return outs
 
 
-def _simulate(rng: np.random.Generator, comp: Components, x: np.ndarray, big_t: np.ndarray,
-              m: np.ndarray, p_alive: np.ndarray, s: slice, draws: int,
-              horizons: Sequence[float], order: np.ndarray, outs: list[np.ndarray]) -> None:
+def _simulate(rng: np.random.Generator, bg: dict[str, float], gg: dict[str, float],
+              x: np.ndarray, big_t: np.ndarray, m: np.ndarray, p_alive: np.ndarray, s: slice,
+              draws: int, horizons: Sequence[float], order: np.ndarray,
+              outs: list[np.ndarray]) -> None:
     """Draws of the rows in `s` into `outs` (one array per horizon)."""
-    bg, gg = comp.bg.params_, comp.gg.params_
     lo = s.start
     cells = np.flatnonzero(rng.random((s.stop - lo, draws)) < p_alive[s, None])
     row = cells // draws + lo
@@ -121,22 +133,23 @@ def _dropouts(rng: np.random.Generator, a: float, b: float, xs: np.ndarray, code
 
 
 def quantiles(draws: np.ndarray, centre: np.ndarray, levels: tuple[float, float]) -> pd.DataFrame:
-    """P_lo, P50, P_hi per customer, rescaled so the draws' mean equals `centre`."""
+    """Interval ends at `levels` and the median per customer (columns lower, median, upper),
+    rescaled so the draws' mean equals `centre`."""
     mean = draws.mean(axis=1)
     scale = np.divide(centre, mean, out=np.ones_like(mean), where=mean > 0)
     lo, mid, hi = np.quantile(draws, [levels[0], 0.5, levels[1]], axis=1) * scale
-    return pd.DataFrame({"p10": lo, "p50": mid, "p90": hi})
+    return pd.DataFrame({"lower": lo, "median": mid, "upper": hi})
 
 
 def calibrate_levels(draws: np.ndarray, centre: np.ndarray, actual: np.ndarray,
                      target: float = 0.80) -> tuple[float, float]:
-    """The symmetric quantile levels whose interval covers `target` of `actual` (validation)."""
+    """The symmetric quantile levels whose interval covers `target` of `actual` (held out)."""
     best = (0.10, 0.90)
     best_gap = np.inf
     for half in np.linspace(0.20, 0.49, 30):
         levels = (0.5 - half, 0.5 + half)
         q = quantiles(draws, centre, levels)
-        cover = np.mean((actual >= q["p10"] - 1e-9) & (actual <= q["p90"] + 1e-9))
+        cover = np.mean((actual >= q["lower"] - 1e-9) & (actual <= q["upper"] + 1e-9))
         if abs(cover - target) < best_gap:
             best, best_gap = (float(levels[0]), float(levels[1])), abs(cover - target)
     return best

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
-from training.uplift.base import UpliftLearner, check_features
+from training.models.uplift.base import UpliftLearner, check_features
 
 
 class TLearner(UpliftLearner):
