@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import sqlalchemy as sa
 
-EVENTS = ("assigned", "sent", "opened", "converted")
+# What a campaign engine reports back; `assigned` rows are written by the service itself.
+EngineEvent = Literal["sent", "opened", "converted"]
+Event = Literal["assigned", EngineEvent]
 
 metadata = sa.MetaData()
 events = sa.Table(

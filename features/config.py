@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from features.contract import REQUIRED, TableKind
-from features.errors import DataError
+from features.errors import DataError, config_error
 
 ROW_NUMBER = "@row_number"
 
@@ -103,6 +103,4 @@ def load_source_config(path: str | Path, **overrides: object) -> SourceConfig:
     try:
         return SourceConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        raise DataError(f"{path}: {where}: {err['msg']}") from None
+        raise config_error(exc, path) from None

@@ -6,7 +6,7 @@ Every source is mapped onto these names by a source config; everything downstrea
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 TableKind = Literal["transactions", "customers", "campaign_log"]
 
@@ -30,9 +30,11 @@ CUSTOMERS: dict[str, str] = {
     "customer_id": "string",
     "signup_at": "datetime64[us]",
 }
-# Consent columns are `consent_<channel>`; unknown consent means no consent.
+# The channels an offer can go out on. Consent columns are `consent_<channel>`; unknown
+# consent means no consent.
+Channel = Literal["email", "sms", "push", "direct_mail"]
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
 CONSENT_PREFIX = "consent_"
-CHANNELS: tuple[str, ...] = ("email", "sms", "push")
 
 CAMPAIGN_LOG: dict[str, str] = {
     "customer_id": "string",

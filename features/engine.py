@@ -67,6 +67,45 @@ def feature_table(tables: FeatureTables, as_of: dt.date, horizon_days: int | Non
     return f.order_by("customer_id")
 
 
+def feature_frames(
+    transactions: pd.DataFrame,
+    as_ofs: Sequence[dt.date],
+    *,
+    horizon_days: int | None = None,
+    lookback_days: int = 365,
+    data_end: dt.date | None = None,
+    population_only: bool = True,
+) -> dict[dt.date, pd.DataFrame]:
+    """Feature rows (plus labels with a horizon) per as_of from canonical transactions, on
+    in-memory DuckDB; by default only the population (a purchase in the lookback).
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> import pandas as pd
+    >>> tx = pd.DataFrame({
+    ...     "customer_id": ["a", "a", "b"], "order_id": ["1", "2", "3"],
+    ...     "timestamp": pd.to_datetime(["2024-01-03", "2024-02-10", "2024-02-20"]),
+    ...     "product_id": ["p", "q", "p"], "quantity": [1.0, 2.0, 1.0],
+    ...     "amount": [10.0, 25.0, 12.0], "is_return": [False, False, False]})
+    >>> rows = feature_frames(tx, [dt.date(2024, 3, 1)])[dt.date(2024, 3, 1)]
+    >>> rows[["customer_id", "frequency", "recency", "T"]]
+      customer_id  frequency  recency   T
+    0           a          1       38  57
+    1           b          0        0   9
+    """
+    con = connect()
+    tables = prepare(con, transactions, data_end=data_end)
+    frames = {}
+    for as_of in sorted(set(as_ofs)):
+        frame = feature_table(tables, as_of, horizon_days, lookback_days).to_pandas()
+        if population_only:
+            frame = frame[frame["in_population"]].reset_index(drop=True)
+        frame["as_of"] = as_of
+        frames[as_of] = frame
+    return frames
+
+
 def build(
     con: BaseBackend,
     tables: FeatureTables,
@@ -78,12 +117,12 @@ def build(
     tiers: ValueTiers | None = None,
     on_done: Callable[[dt.date, int], None] | None = None,
 ) -> dict[dt.date, Path]:
-    """Write one Parquet partition per as_of under out_dir/as_of=YYYY-MM-DD/."""
+    """Write one Parquet partition per as_of under out_dir (`partition_dir`)."""
     written: dict[dt.date, Path] = {}
     for as_of in as_ofs:
         table = con.to_pyarrow(feature_table(tables, as_of, horizon_days, lookback_days, tiers))
         table = table.drop_columns(["as_of"])
-        part = out_dir / f"as_of={as_of.isoformat()}"
+        part = partition_dir(out_dir, as_of)
         if part.exists():
             shutil.rmtree(part)
         part.mkdir(parents=True)
@@ -94,16 +133,37 @@ def build(
     return written
 
 
+PARTITION_KEY = "as_of"
+
+
+def partition_dir(out_dir: Path, as_of: dt.date) -> Path:
+    """The folder of one as_of in a feature table: out_dir/as_of=YYYY-MM-DD/."""
+    return Path(out_dir) / f"{PARTITION_KEY}={as_of.isoformat()}"
+
+
+def partitions(out_dir: Path) -> dict[dt.date, Path]:
+    """as_of -> partition folder of a feature table, oldest first (folders with Parquet only)."""
+    found: dict[dt.date, Path] = {}
+    for part in Path(out_dir).glob(f"{PARTITION_KEY}=*"):
+        if not part.is_dir() or not any(part.glob("*.parquet")):
+            continue
+        text = part.name.split("=", 1)[1]
+        try:
+            found[dt.date.fromisoformat(text)] = part
+        except ValueError:
+            raise DataError(f"{part}: partition name is not {PARTITION_KEY}=YYYY-MM-DD") from None
+    return dict(sorted(found.items()))
+
+
 def read_features(out_dir: Path, as_of: dt.date | None = None) -> pd.DataFrame:
     """Read a feature table back (all partitions, or one as_of) with `as_of` as a date column."""
-    parts = sorted(Path(out_dir).glob("as_of=*/*.parquet"))
     frames = []
-    for path in parts:
-        day = dt.date.fromisoformat(path.parent.name.split("=", 1)[1])
+    for day, part in partitions(out_dir).items():
         if as_of is None or day == as_of:
-            frame = pq.read_table(path).to_pandas()
-            frame.insert(1, "as_of", day)
-            frames.append(frame)
+            for path in sorted(part.glob("*.parquet")):
+                frame = pq.read_table(path).to_pandas()
+                frame.insert(1, "as_of", day)
+                frames.append(frame)
     if not frames:
         which = f" for as_of {as_of}" if as_of else ""
         raise DataError(f"{out_dir}: no feature partitions{which}")

@@ -19,6 +19,8 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features.contract import CONSENT_PREFIX, Channel
+
 CAMPAIGN_ID = "c-winback-1"
 OFFER_ID = "winback-10"
 REGIONS: tuple[str, ...] = ("north", "south", "east", "west")
@@ -79,7 +81,7 @@ class SyntheticConfig(BaseModel):
     n_products: int = Field(300, ge=1)
     mean_lines_per_order: float = Field(2.2, ge=1)
     return_rate: float = Field(0.03, ge=0, le=1)
-    consent: dict[str, float] = {"email": 0.7, "sms": 0.4, "push": 0.3}
+    consent: dict[Channel, float] = {"email": 0.7, "sms": 0.4, "push": 0.3}
     campaign_date: dt.date | None = None
     campaign_treatment_share: float = Field(0.5, ge=0, le=1)
     dirty_fraction: float = Field(0.0, ge=0)
@@ -234,7 +236,7 @@ def write(data: SyntheticData, out_dir: Path) -> dict[str, Path]:
     }
     for name, frame in tables.items():
         frame.to_parquet(out_dir / f"{name}.parquet", index=False)
-    consent = [f"consent_{c}" for c in data.config.consent]
+    consent = [f"{CONSENT_PREFIX}{c}" for c in data.config.consent]
     specs: dict[str, dict[str, object]] = {
         "transactions": {
             "columns": _identity(
@@ -479,7 +481,7 @@ def _customers(
         }
     )
     for channel, share in cfg.consent.items():
-        frame[f"consent_{channel}"] = rng.random(n) < share
+        frame[f"{CONSENT_PREFIX}{channel}"] = rng.random(n) < share
     return frame
 
 

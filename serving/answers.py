@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.campaign_log import CampaignLog
+from features.contract import CHANNELS
 from features.segments import RFM_SEGMENTS
 from serving.batch import enrich
 from serving.config import RiskBands
@@ -192,7 +193,7 @@ def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: s
                               reason=f"already contacted {len(recent)} times in the last "
                                      f"{policy.window_days} days (cap {policy.max_contacts})")
     consent = served.consent.loc[cid] if cid in served.consent.index else None
-    allowed = {ch for ch in ("email", "sms", "push", "direct_mail")
+    allowed = {ch for ch in CHANNELS
                if consent is not None and bool(consent.get(ch, False))}
     if req.channel is not None:
         allowed &= {req.channel}

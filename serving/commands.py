@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.errors import DataError
+from features.errors import DataError, config_error
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def serve_cmd(
         load_catalogue(cfg.offers)
     registry.configure(cfg.tracking_uri)
     version, _ = champion(cfg.model_alias)
-    console.print(f"serving customer-scorer v{version} on http://{host}:{port} "
+    console.print(f"serving {registry.RegisteredModel.SCORER} v{version} on http://{host}:{port} "
                   f"(config {config})")
     env = {**os.environ, ENV: str(config.resolve()), "RETENTION_PORT": str(port)}
     bentoml = Path(sys.executable).with_name("bentoml")
@@ -91,21 +92,20 @@ def score_cmd(
     """Score the whole population of the latest feature snapshot: the risk list."""
     from serving.batch import score_population, write_scores
     from serving.config import RiskBands
-    from serving.state import champion, load_scorer
+    from serving.state import champion
     from serving.store import MemoryStore
     from training import registry
 
     try:
         bands = RiskBands(high=high_risk, medium=medium_risk)
-    except ValueError as exc:
-        error = exc.errors()[0]
-        option = {"high": "--high-risk", "medium": "--medium-risk"}.get(
-            error["loc"][0] if error["loc"] else "", "--high-risk/--medium-risk")
-        raise DataError(f"{option}: {error['msg']}") from None
+    except ValidationError as exc:
+        option = {"high": "--high-risk", "medium": "--medium-risk"}
+        raise config_error(exc, None, locate=lambda loc: option.get(
+            str(loc[0]) if loc else "", "--high-risk/--medium-risk")) from None
     registry.configure(tracking_uri)
     version, _ = champion(alias)
     snapshot = MemoryStore(features).snapshot()
-    registered = load_scorer(version)
+    registered = registry.load_scorer(version)
     scorer = registered.for_population(snapshot)
     if scorer is not registered:
         console.print(f"BTYD components refitted on the snapshot's population (as_of "
@@ -118,7 +118,8 @@ def score_cmd(
                                   progress=lambda n: progress.advance(task, n))
     scores = scores.sort_values("value_at_risk", ascending=False, kind="stable")
     where = write_scores(scores, out, table)
-    console.print(f"{len(scores):,} customers scored by customer-scorer v{version} "
+    console.print(f"{len(scores):,} customers scored by {registry.RegisteredModel.SCORER} "
+                  f"v{version} "
                   f"(as_of {scores['as_of'].max()}) -> {where}")
 
 

@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from features.errors import DataError
+from features.errors import DataError, config_error
 
 ENV = "RETENTION_SERVE_CONFIG"
 API_KEY_ENV = "RETENTION_API_KEY"
@@ -83,6 +83,5 @@ def load_config(path: Path | None = None) -> ServeConfig:
             raw[key] = str(base / raw[key])
     try:
         return ServeConfig.model_validate(raw)
-    except Exception as exc:  # noqa: BLE001 - pydantic's first line names the field
-        lines = str(exc).splitlines()
-        raise DataError(f"{where}: {' '.join(lines[1:3]).strip() or lines[0]}") from None
+    except ValidationError as exc:
+        raise config_error(exc, where) from None

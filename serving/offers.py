@@ -16,10 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from features.errors import DataError
-
-CHANNELS = ("email", "sms", "push", "direct_mail")
-Channel = Literal["email", "sms", "push", "direct_mail"]
+from features.contract import Channel
+from features.errors import DataError, Location, config_error
 
 
 class Cost(BaseModel):
@@ -109,15 +107,16 @@ def load_catalogue(path: Path) -> Catalogue:
     try:
         return Catalogue.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = list(err["loc"])
-        where = ".".join(str(p) for p in loc) or "catalogue"
-        if len(loc) >= 2 and loc[0] == "offers" and isinstance(loc[1], int):
-            offers = raw.get("offers") or []
-            ident = offers[loc[1]].get("id") if isinstance(offers[loc[1]], dict) else None
-            where = f"offer {ident or '#' + str(loc[1] + 1)!s}: " + ".".join(
-                str(p) for p in loc[2:])
-        raise DataError(f"{path}: {where}: {err['msg']}") from None
+
+        def offer(loc: Location) -> str | None:
+            """'offer <id>: <field>' for a field of one offer, by its id when it has one."""
+            if len(loc) < 2 or loc[0] != "offers" or not isinstance(loc[1], int):
+                return None
+            item = (raw.get("offers") or [])[loc[1]]
+            ident = item.get("id") if isinstance(item, dict) else None
+            return f"offer {ident or '#' + str(loc[1] + 1)!s}: " + ".".join(map(str, loc[2:]))
+
+        raise config_error(exc, path, locate=offer) from None
 
 
 def in_control(campaign_id: str, customer_id: str, share: float) -> bool:

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serving.offers import Channel
+from features.campaign_log import EngineEvent
+from features.contract import Channel
 
 MAX_IDS = 1000
 
@@ -163,7 +164,7 @@ class RecommendResponse(BaseModel):
 
 class FeedbackEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    event: Literal["sent", "opened", "converted"]
+    event: EngineEvent
     customer_id: str = Field(min_length=1, max_length=128)
     campaign_id: str = Field(min_length=1, max_length=128)
     offer_id: str = Field("", max_length=128)

@@ -18,12 +18,12 @@ import bentoml
 from pydantic import Field
 
 from features.campaign_log import CampaignLog
+from features.contract import Channel
 from serving import answers
 from serving.bentoml_fixes import cancel_request_timers
 from serving.config import load_config
 from serving.microbatch import MicroBatcher
 from serving.middleware import Guard
-from serving.offers import Channel
 from serving.schemas import (
     MAX_IDS,
     FeatureRow,

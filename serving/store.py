@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.engine import read_features
+from features.engine import partitions, read_features
 from features.errors import DataError
 
 PREFIX = "retention:features"
@@ -37,18 +37,19 @@ class MemoryStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def _latest(self) -> Path:
-        parts = sorted(self.path.glob("as_of=*/*.parquet"))
+    def _latest(self) -> tuple[dt.date, Path]:
+        parts = partitions(self.path)
         if not parts:
             raise DataError(f"{self.path}: no feature partitions (run `retention features build`)")
-        return parts[-1]
+        return next(reversed(parts.items()))
 
     def version(self) -> str:
-        latest = self._latest()
-        return f"{latest.parent.name}@{latest.stat().st_mtime_ns}"
+        _, part = self._latest()
+        stamp = max(p.stat().st_mtime_ns for p in part.glob("*.parquet"))
+        return f"{part.name}@{stamp}"
 
     def snapshot(self) -> pd.DataFrame:
-        day = dt.date.fromisoformat(self._latest().parent.name.split("=", 1)[1])
+        day, _ = self._latest()
         return read_features(self.path, day)
 
 

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.contract import CHANNELS
 from features.errors import DataError
 from serving import answers
-from serving.offers import CHANNELS, in_control, load_catalogue
+from serving.offers import in_control, load_catalogue
 from serving.schemas import RecommendRequest
 from serving.state import Served
 

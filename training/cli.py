@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from features.cli import parse_dates, parse_duration
 from features.config import load_source_config
-from features.errors import DataError
+from features.errors import DataError, config_error
 from features.validate import load
+
+if TYPE_CHECKING:
+    from training.registry import RegisteredModel
 
 console = Console()
 models_app = typer.Typer(help="Compare, promote and roll back registered models.",
@@ -65,8 +69,8 @@ def train_cmd(
         raw["test_as_of"] = parse_dates(test_as_of)[0]
     try:
         cfg = TrainConfig.model_validate(raw or {})
-    except Exception as exc:  # noqa: BLE001 - pydantic's message, one line
-        raise DataError(f"{config or 'options'}: {str(exc).splitlines()[0]}") from None
+    except ValidationError as exc:
+        raise config_error(exc, config or "options") from None
     src = load_source_config(source)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console) as progress:
@@ -85,8 +89,8 @@ def train_cmd(
         recommender = ItemRecommender(exclude_items=list(src.non_product_codes))
         registry.log_recommender(run_id, recommender.fit(result.accepted))
     print_report(trained)
-    console.print(f"MLflow run {run_id} at {uri}; registered customer-scorer v{version} "
-                  "as challenger")
+    console.print(f"MLflow run {run_id} at {uri}; registered {registry.RegisteredModel.SCORER} "
+                  f"v{version} as challenger")
     if promote:
         console.print(registry.promote())
 
@@ -134,11 +138,12 @@ def uplift_cmd(
         table.add_row(arm, f"{m[f'{arm}.uplift_at_30']:.4f}", f"{m[f'{arm}.qini_auc']:.4f}",
                       f"{m[f'{arm}.uplift_auc']:.4f}")
     console.print(table)
-    console.print(f"MLflow run {run_id}; registered uplift v{version} as challenger "
+    console.print(f"MLflow run {run_id}; registered {registry.RegisteredModel.UPLIFT} "
+                  f"v{version} as challenger "
                   f"({run.fit.n_rows:,} customers, {run.fit.n_without_features:,} without "
                   "features left out)")
     if promote:
-        console.print(registry.promote(name=registry.UPLIFT_NAME))
+        console.print(registry.promote(registry.RegisteredModel.UPLIFT))
 
 
 def print_report(result) -> None:
@@ -155,38 +160,58 @@ def print_report(result) -> None:
                   f"{result.grades['overall']['explanation']}")
 
 
+# The registered model a `models` command acts on (training.registry.RegisteredModel).
+ModelOption = Annotated[str, typer.Option("--model", help="customer-scorer or uplift.")]
+
+
+def _registered(model: str) -> RegisteredModel:
+    """The `RegisteredModel` named by --model, or one clear error."""
+    from training.registry import RegisteredModel
+
+    try:
+        return RegisteredModel(model)
+    except ValueError:
+        raise DataError(f"--model: {model!r} is not one of "
+                        f"{', '.join(RegisteredModel)}") from None
+
+
 @models_app.command("promote")
 def promote_cmd(
     force: Annotated[bool, typer.Option(help="Promote even if the gates fail (recorded).")] = False,
-    model: Annotated[str, typer.Option(help="customer-scorer or uplift.")] = "customer-scorer",
+    model: ModelOption = "customer-scorer",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Make the challenger the champion if it beats it out of time."""
     from training import registry
 
-    if model not in registry.GATES:
-        raise DataError(f"--model: {model!r} is not one of {', '.join(registry.GATES)}")
+    name = _registered(model)
     registry.configure(tracking_uri)
-    console.print(registry.promote(force=force, name=model))
+    console.print(registry.promote(name, force=force))
 
 
 @models_app.command("rollback")
 def rollback_cmd(
+    model: ModelOption = "customer-scorer",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Restore the previous champion."""
     from training import registry
 
+    name = _registered(model)
     registry.configure(tracking_uri)
-    console.print(registry.rollback())
+    console.print(registry.rollback(name))
 
 
 @models_app.command("list")
 def list_cmd(
+    model: ModelOption = "customer-scorer",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Registered versions, aliases and their out-of-time metrics."""
     from training import registry
 
+    name = _registered(model)
     registry.configure(tracking_uri)
-    console.print(registry.list_versions().to_string(index=False))
+    versions = registry.list_versions(name)
+    console.print(versions.to_string(index=False) if len(versions)
+                  else f"{name}: no registered versions")

@@ -114,13 +114,6 @@ def build_frames(
     lookback_days: int = 365,
 ) -> dict[dt.date, pd.DataFrame]:
     """Feature + label frames per as_of, population only (a purchase in the lookback)."""
-    con = engine.connect()
-    tables = engine.prepare(con, transactions, data_end=data_end)
-    frames = {}
-    for as_of in sorted(set(as_ofs)):
-        frame = engine.feature_table(tables, as_of, horizon_days, lookback_days).to_pandas()
-        frame = frame[frame["in_population"]].reset_index(drop=True)
-        frame["as_of"] = as_of
-        frame = add_season(frame)
-        frames[as_of] = frame
-    return frames
+    frames = engine.feature_frames(transactions, as_ofs, horizon_days=horizon_days,
+                                   lookback_days=lookback_days, data_end=data_end)
+    return {as_of: add_season(frame) for as_of, frame in frames.items()}

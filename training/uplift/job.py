@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from features.engine import read_features
+from features.engine import partitions, read_features
 from features.errors import DataError
 from training.models.uplift.base import CONTROL, UpliftLearner
 from training.models.uplift.xlearner import XLearner
@@ -52,9 +52,7 @@ def features_at(features_dir: Path, log: pd.DataFrame) -> tuple[dt.date, pd.Data
     sent = pd.to_datetime(log["sent_at"], errors="coerce").min()
     if pd.isna(sent):
         raise DataError("campaign log: no readable sent_at")
-    days = sorted(dt.date.fromisoformat(p.name.split("=", 1)[1])
-                  for p in Path(features_dir).glob("as_of=*") if p.is_dir())
-    before = [d for d in days if d <= sent.date()]
+    before = [d for d in partitions(Path(features_dir)) if d <= sent.date()]
     if not before:
         raise DataError(f"{features_dir}: no feature partition on or before the campaign's first "
                         f"send ({sent.date()}); build one with `retention features build`")
