@@ -32,9 +32,12 @@ run: venv
 
 ## test: every test (starts a throwaway PostgreSQL and Redis on loopback), then ruff
 test: venv
-	RETENTION_TEST_PG_URL="$${RETENTION_TEST_PG_URL:-$$(bash .ci/postgres.sh)}" \
-	RETENTION_TEST_REDIS_URL="$${RETENTION_TEST_REDIS_URL:-$$(bash .ci/redis.sh)}" \
-		$(BIN)/python -m pytest -q
+	@pg="$${RETENTION_TEST_PG_URL:-$$(bash .ci/postgres.sh)}"; \
+	redis="$${RETENTION_TEST_REDIS_URL:-$$(bash .ci/redis.sh)}"; \
+	[ -n "$$pg" ] || { echo "make test: no PostgreSQL URL (.ci/postgres.sh failed, see above)" >&2; exit 1; }; \
+	[ -n "$$redis" ] || { echo "make test: no Redis URL (.ci/redis.sh failed, see above)" >&2; exit 1; }; \
+	echo "PostgreSQL $$pg, Redis $$redis"; \
+	RETENTION_TEST_PG_URL="$$pg" RETENTION_TEST_REDIS_URL="$$redis" $(BIN)/python -m pytest -q
 	$(BIN)/ruff check .
 
 lint: venv

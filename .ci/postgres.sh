@@ -10,9 +10,8 @@ if [ -z "$BIN" ] || [ ! -x "$BIN/initdb" ] || ! id postgres >/dev/null 2>&1; the
   if [ "$(id -u)" != 0 ]; then
     echo "PostgreSQL is not installed: sudo apt-get install -y postgresql" >&2; exit 1
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq postgresql >&2
+  . "$(dirname "$0")/apt.sh"
+  apt_install postgresql
   BIN=$(find_bin)
 fi
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }

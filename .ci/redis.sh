@@ -8,9 +8,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" != 0 ]; then
     echo "Redis is not installed: sudo apt-get install -y redis-server" >&2; exit 1
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq redis-server >&2
+  . "$(dirname "$0")/apt.sh"
+  apt_install redis-server
 fi
 if ! redis-cli -h 127.0.0.1 -p "$PORT" ping >/dev/null 2>&1; then
   mkdir -p "$DIR"
