@@ -7,13 +7,16 @@ DuckDB (embedded, in memory) is the default; any Ibis backend URL works unchange
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import ibis
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from ibis.backends import BaseBackend
 
@@ -117,16 +120,14 @@ def build(
     tiers: ValueTiers | None = None,
     on_done: Callable[[dt.date, int], None] | None = None,
 ) -> dict[dt.date, Path]:
-    """Write one Parquet partition per as_of under out_dir (`partition_dir`)."""
+    """Write one Parquet partition per as_of under out_dir (`partition_dir`), each published
+    whole (`publish_partition`): a reader never sees a half-written one."""
     written: dict[dt.date, Path] = {}
     for as_of in as_ofs:
         table = con.to_pyarrow(feature_table(tables, as_of, horizon_days, lookback_days, tiers))
         table = table.drop_columns(["as_of"])
         part = partition_dir(out_dir, as_of)
-        if part.exists():
-            shutil.rmtree(part)
-        part.mkdir(parents=True)
-        pq.write_table(table, part / "part-0.parquet")
+        publish_partition(table, part)
         written[as_of] = part
         if on_done:
             on_done(as_of, table.num_rows)
@@ -134,11 +135,42 @@ def build(
 
 
 PARTITION_KEY = "as_of"
+PARTITION_FILE = "part-0.parquet"
 
 
 def partition_dir(out_dir: Path, as_of: dt.date) -> Path:
     """The folder of one as_of in a feature table: out_dir/as_of=YYYY-MM-DD/."""
     return Path(out_dir) / f"{PARTITION_KEY}={as_of.isoformat()}"
+
+
+def publish_partition(table: pa.Table, part: Path) -> None:
+    """Write `table` as the partition folder `part`, atomically for readers.
+
+    A new partition is written in a hidden sibling folder and renamed into place; an existing
+    one gets its file replaced by `os.replace` (readers holding the old file keep reading it),
+    and files of an earlier layout are removed only after that.
+    """
+    part.parent.mkdir(parents=True, exist_ok=True)
+    if not part.exists():
+        staging = Path(tempfile.mkdtemp(prefix=f".{part.name}.", dir=part.parent))
+        try:
+            pq.write_table(table, staging / PARTITION_FILE)
+            staging.rename(part)
+            return
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            if not part.exists():
+                raise
+    handle, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=part)
+    os.close(handle)
+    try:
+        pq.write_table(table, temp)
+        os.replace(temp, part / PARTITION_FILE)
+    finally:
+        Path(temp).unlink(missing_ok=True)
+    for stale in part.glob("*.parquet"):
+        if stale.name != PARTITION_FILE:
+            stale.unlink()
 
 
 def partitions(out_dir: Path) -> dict[dt.date, Path]:
@@ -161,7 +193,8 @@ def read_features(out_dir: Path, as_of: dt.date | None = None) -> pd.DataFrame:
     for day, part in partitions(out_dir).items():
         if as_of is None or day == as_of:
             for path in sorted(part.glob("*.parquet")):
-                frame = pq.read_table(path).to_pandas()
+                with path.open("rb") as handle:  # one handle: a replaced file stays whole
+                    frame = pq.read_table(handle).to_pandas()
                 frame.insert(1, "as_of", day)
                 frames.append(frame)
     if not frames:
