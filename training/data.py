@@ -50,6 +50,16 @@ class Cutoffs:
                 "horizon_days": self.horizon_days}
 
 
+# A cutoff needs history behind it: one horizon, and never more than this.
+MAX_MIN_HISTORY_DAYS = 120
+
+
+def min_history_days(horizon_days: int) -> int:
+    """Days of history a cutoff needs behind it: the horizon, at most MAX_MIN_HISTORY_DAYS
+    (enough for recency, frequency and gap features to mean something)."""
+    return min(horizon_days, MAX_MIN_HISTORY_DAYS)
+
+
 def plan_cutoffs(
     data_start: dt.date,
     data_end: dt.date,
@@ -58,34 +68,47 @@ def plan_cutoffs(
     test_as_of: dt.date | None = None,
     n_train: int = 3,
     step_days: int | None = None,
-    min_history_days: int = 120,
+    min_history: int | None = None,
 ) -> Cutoffs:
     """Pick test, validation and training cutoffs inside [data_start + history, data_end - H].
 
     Training cutoffs sit every `step_days` (default H) from validation - H back, so no
     training label window overlaps validation's. When the history is too short for that
-    (CDNOW's supervised form), they sit every `step_days` (default 30) from validation back:
-    their label windows then overlap validation's (selection is a little optimistic, said in
-    `notes`), while every one still ends before the test as_of.
+    (CDNOW's supervised form, a shop with a few months of data), they sit every `step_days`
+    (default H/2, between 7 and 30 days) from validation back: their label windows then overlap
+    validation's (selection is a little optimistic, said in `notes`), while every one still
+    ends before the test as_of. One training cutoff is enough.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> c = plan_cutoffs(dt.date(2024, 1, 1), dt.date(2024, 4, 30), 28)
+    >>> [d.isoformat() for d in c.train], c.validation.isoformat(), c.test.isoformat()
+    (['2024-02-06'], '2024-03-05', '2024-04-02')
     """
     h = dt.timedelta(days=horizon_days)
+    history = min_history if min_history is not None else min_history_days(horizon_days)
     test = test_as_of or (data_end - h)
     if test + h > data_end:
         raise DataError(f"test as_of {test}: its {horizon_days}-day label window ends after the "
                         f"data ({data_end})")
-    earliest = data_start + dt.timedelta(days=min_history_days)
+    earliest = data_start + dt.timedelta(days=history)
     validation = test - h
     if validation < earliest + dt.timedelta(days=1):
+        need = history + 2 * horizon_days + 1
         raise DataError(
             f"not enough history for {horizon_days}-day labels: data {data_start}..{data_end} "
-            f"leaves no training cutoff before validation {validation}"
+            f"leaves no training cutoff before validation {validation}; a cutoff needs "
+            f"{history} days of history (the horizon, at most {MAX_MIN_HISTORY_DAYS}), so "
+            f"training, validation and test need at least {need} days of data "
+            f"(or a shorter --horizon)"
         )
     notes = []
     step = dt.timedelta(days=step_days or horizon_days)
     first = validation - h
     if first < earliest:
-        step = dt.timedelta(days=step_days or 30)
-        first = validation - step
+        step = dt.timedelta(days=step_days or min(30, max(7, horizon_days // 2)))
+        first = max(validation - step, earliest)
         notes.append(f"training cutoffs every {step.days} days from validation: their labels "
                      "overlap validation's, not the test's")
     candidates = [first - step * i for i in range(n_train)]

@@ -1,6 +1,7 @@
 """The model library: estimators and maths with no pipeline, registry or column conventions.
 
-Depends on numpy, pandas, scipy, scikit-learn and xgboost only. Every estimator follows
+Depends on numpy, pandas, scipy, scikit-learn and xgboost only (and matplotlib for the BTYD
+plots of `training.models.plots`, a submodule so that importing the models does not load it). Every estimator follows
 scikit-learn's contract (keyword-only hyper-parameters, `fit` returns self, learned state ends
 in `_`, a clear error before `fit`). The training pipeline (`training`) decides which columns
 they see; the registry and the service never reach in here except through the pipeline.
@@ -10,7 +11,9 @@ they see; the registry and the service never reach in here except through the pi
 - baselines: `RFMLogistic`;
 - uplift learners: `TLearner`, `XLearner`, `ClassTransformation` (over `UpliftLearner`);
 - products: `ItemRecommender`, `PopularityRecommender`;
-- value maths: `clv` (simulated spend, intervals, discounting).
+- value maths: `clv` (simulated spend, intervals, discounting);
+- plots: `training.models.plots` (frequency/recency and P(alive) matrices, period
+  transactions; each takes `ax=` and returns the Axes).
 """
 
 from training.models import clv
