@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO := data/demo
 
-.PHONY: run test lint bench bench-accuracy venv clean
+.PHONY: run test lint bench bench-accuracy notebooks venv clean
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,15 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check .
+
+## notebooks: re-execute notebooks/*.ipynb in place, to commit them with their outputs. The
+## model report reads the latest run in ./mlruns: the one `make run` left, else one trained
+## here on the demo data (no service started); the uplift notebook reads ../shared/datasets
+notebooks: venv
+	test -f mlruns/mlflow.db || { \
+		$(BIN)/retention demo-data --out $(DEMO) --customers 5000 --seed 0 && \
+		$(BIN)/retention train --source $(DEMO)/transactions.yaml --horizon 90d; }
+	$(BIN)/jupyter-execute --inplace --timeout=900 notebooks/*.ipynb
 
 ## bench: speed benchmarks (feature build, BTYD fit), results in bench/RESULTS.md
 bench: venv

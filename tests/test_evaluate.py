@@ -345,7 +345,7 @@ def _saves(fig: Figure, tmp_path, name: str) -> None:
 
 
 def test_lift_gain_plot(data, tmp_path):
-    fig = pl.lift_gain_plot(data["y"], {"good": data["good"], "weak": data["weak"]})
+    fig = pl.lift_gain_plot(data["y"], {"good": data["good"], "weak": data["weak"]})[0].figure
     assert isinstance(fig, Figure) and len(fig.axes) == 2
     gain, lift = fig.axes
     assert len(gain.lines) == 4  # 2 models + random + perfect
@@ -356,7 +356,7 @@ def test_lift_gain_plot(data, tmp_path):
 
 
 def test_reliability_plot(data, tmp_path):
-    fig = pl.reliability_plot(data["y"], {"good": data["good"], "weak": data["weak"]})
+    fig = pl.reliability_plot(data["y"], {"good": data["good"], "weak": data["weak"]}).figure
     (ax,) = fig.axes
     assert len(ax.lines) == 3
     assert len(ax.lines[1].get_xdata()) == 10
@@ -369,7 +369,7 @@ def test_tracking_plot(tmp_path):
     actual = pd.Series(np.arange(8.0), idx)
     tables = {m: ev.tracking_table(actual, pd.Series(np.full(8, k), idx))
               for m, k in {"bg/nbd": 3.0, "xgboost": 3.5}.items()}
-    fig = pl.tracking_plot(tables)
+    fig = pl.tracking_plot(tables)[0].figure
     inc, cum = fig.axes
     assert len(inc.lines) == 3 and len(cum.lines) == 3
     assert "Cumulative" in cum.get_title()
@@ -381,7 +381,7 @@ def test_actual_vs_expected_plot(data, tmp_path):
     f = data["freq"]
     tables = {"bg/nbd": ev.actual_vs_expected_by_frequency(f, f * 0.5, f * 0.45),
               "pareto/nbd": ev.actual_vs_expected_by_frequency(f, f * 0.5, f * 0.55)}
-    fig = pl.actual_vs_expected_plot(tables)
+    fig = pl.actual_vs_expected_plot(tables).figure
     (ax,) = fig.axes
     assert len(ax.lines) == 3
     assert len(ax.get_xticklabels()) == 8 and ax.get_xticklabels()[-1].get_text().startswith("7+")
@@ -391,7 +391,7 @@ def test_actual_vs_expected_plot(data, tmp_path):
 def test_decile_chart(data, tmp_path):
     s = data["spend"]
     tables = {"good": ev.decile_table(s, s + 10), "weak": ev.decile_table(s, data["weak"])}
-    fig = pl.decile_chart(tables)
+    fig = pl.decile_chart(tables).figure
     (ax,) = fig.axes
     assert len(ax.patches) == 20 and len(ax.lines) == 2
     assert "decile" in ax.get_title()
@@ -400,14 +400,14 @@ def test_decile_chart(data, tmp_path):
 
 def test_interval_plot(tmp_path):
     actual = np.array([1.0, 5, 10, 0])
-    fig = pl.interval_plot(actual, [0, 6, 10, 1], [1, 7, 11, 1.5], [2, 8, 12, 2])
+    fig = pl.interval_plot(actual, [0, 6, 10, 1], [1, 7, 11, 1.5], [2, 8, 12, 2]).figure
     (ax,) = fig.axes
     assert len(ax.lines) == 1 and len(ax.collections) == 3  # band + inside + outside
     assert "50.0%" in ax.get_title()
     assert ax.get_yscale() == "linear"
     _saves(fig, tmp_path, "interval")
     heavy = np.r_[np.ones(90), np.full(10, 1000.0)]
-    fig = pl.interval_plot(heavy, heavy * 0.5, heavy, heavy * 2, max_points=50)
+    fig = pl.interval_plot(heavy, heavy * 0.5, heavy, heavy * 2, max_points=50).figure
     assert fig.axes[0].get_yscale() == "symlog"
     assert len(fig.axes[0].lines[0].get_xdata()) == 50
 
@@ -415,10 +415,10 @@ def test_interval_plot(tmp_path):
 def test_metrics_bar(tmp_path):
     metrics = {"ours": {"roc_auc": 0.8}, "rule": {"roc_auc": 0.7},
                "broken": {"roc_auc": float("nan")}, "other": {"brier": 0.1}}
-    fig = pl.metrics_bar(metrics, "roc_auc")
+    fig = pl.metrics_bar(metrics, "roc_auc").figure
     (ax,) = fig.axes
     assert len(ax.patches) == 2
     assert [p.get_height() for p in ax.patches] == [0.8, 0.7]
     assert "higher is better" in ax.get_title()
-    assert "lower is better" in pl.metrics_bar(metrics, "churn.brier").axes[0].get_title()
+    assert "lower is better" in pl.metrics_bar(metrics, "churn.brier").figure.axes[0].get_title()
     _saves(fig, tmp_path, "bar")
