@@ -8,17 +8,30 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+
+def _signed_log(x: np.ndarray) -> np.ndarray:
+    return np.sign(x) * np.log1p(np.abs(x))
 
 
 class RFMLogistic(ClassifierMixin, BaseEstimator):
     """Logistic regression of churn on sign(x) * log(1 + |x|) of each column, standardised.
+
+    X is a DataFrame or a 2-D array of finite numbers; a DataFrame with string column names
+    sets `feature_names_in_`, and later calls must pass the same columns in the same order.
+    Learned: `model_` (scaler and logistic regression), `classes_`, `n_features_in_`,
+    `feature_names_in_` (DataFrame fits only).
 
     Examples
     --------
@@ -26,26 +39,40 @@ class RFMLogistic(ClassifierMixin, BaseEstimator):
     >>> X = np.array([[5, 10, 900.0], [200, 1, 20.0], [12, 8, 400.0], [300, 1, 15.0]])
     >>> model = RFMLogistic().fit(X, [0, 1, 0, 1])
     >>> model.predict_proba(X)[:, 1].round(2).tolist()
-    [0.17, 0.83, 0.17, 0.83]
+    [0.11, 0.83, 0.2, 0.86]
+    >>> model.predict(X).tolist()
+    [0, 1, 0, 1]
     """
 
     def __init__(self, *, C: float = 1.0) -> None:
         self.C = C
 
-    @staticmethod
-    def _x(X: npt.ArrayLike) -> np.ndarray:
-        x = np.asarray(X, dtype="float64")
-        return np.sign(x) * np.log1p(np.abs(x))
-
-    def fit(self, X: npt.ArrayLike, y: npt.ArrayLike) -> RFMLogistic:
-        """Fit on the columns of X and 0/1 churn labels y."""
+    def fit(self, X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike) -> RFMLogistic:
+        """Fit on the columns of X and churn labels y (e.g. 0 stays, 1 churns)."""
+        x, y = validate_data(self, X, y, dtype="float64")
+        check_classification_targets(y)
         self.model_: Pipeline = make_pipeline(StandardScaler(),
                                               LogisticRegression(C=self.C, max_iter=1000))
-        self.model_.fit(self._x(X), np.asarray(y, dtype=int))
+        self.model_.fit(_signed_log(x), y)
         self.classes_ = self.model_.classes_
         return self
 
-    def predict_proba(self, X: npt.ArrayLike) -> np.ndarray:
-        """(rows, 2): P(class 0) and P(class 1, churn) per row."""
+    def predict_proba(self, X: npt.ArrayLike | pd.DataFrame) -> np.ndarray:
+        """(rows, classes): P of each class of `classes_` per row; for 0/1 labels the second
+        column is P(churn)."""
         check_is_fitted(self, "model_")
-        return self.model_.predict_proba(self._x(X))
+        x = validate_data(self, X, reset=False, dtype="float64")
+        return self.model_.predict_proba(_signed_log(x))
+
+    def predict(self, X: npt.ArrayLike | pd.DataFrame) -> np.ndarray:
+        """The most probable label of each row."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled model; one saved before `classes_` and `n_features_in_` were
+        recorded takes them from its fitted pipeline."""
+        super().__setstate__(state)
+        if "model_" in state:
+            self.__dict__.setdefault("classes_", self.model_.classes_)
+            self.__dict__.setdefault("n_features_in_", self.model_.n_features_in_)

@@ -1,16 +1,20 @@
-"""Shared base of the XGBoost models: hyper-parameters, feature columns, boundary checks, and
-exact TreeSHAP contributions by table look-up for large batches."""
+"""Shared base of the XGBoost models: hyper-parameters, input checks at the boundary, and exact
+TreeSHAP contributions by table look-up for large batches."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import threading
-from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import xgboost as xgb
 from sklearn.base import BaseEstimator
+from sklearn.utils import Tags
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 # Below this many rows XGBoost's own TreeSHAP is faster than building and reading the tables.
 TABLE_ROWS = 256
@@ -19,13 +23,24 @@ _LOCK = threading.Lock()
 
 
 class BoostedModel(BaseEstimator):
-    """XGBoost on a fixed list of feature columns; subclasses choose the objective."""
+    """XGBoost on a fixed set of feature columns; subclasses choose the objective.
 
-    objective: str = "reg:squarederror"
+    X is a DataFrame or a 2-D array of numbers; NaN marks a missing value (XGBoost sends it
+    down each split's learned default side), infinities are refused. A DataFrame with string
+    column names sets `feature_names_in_`, and later calls must pass the same columns in the
+    same order (select them with `X[model.feature_names_in_]`); an array fit names its
+    columns x0, x1, ... in `contributions`.
 
-    def __init__(self, n_estimators: int = 300, max_depth: int = 4, learning_rate: float = 0.05,
-                 subsample: float = 0.8, colsample_bytree: float = 0.8,
-                 min_child_weight: float = 5.0, random_state: int = 0, n_jobs: int = 2) -> None:
+    Hyper-parameters are XGBoost's (`tree_method="hist"`, CPU). Learned: `model_` (the fitted
+    XGBoost estimator), `n_features_in_`, `feature_names_in_` (DataFrame fits only).
+    """
+
+    objective: ClassVar[str] = "reg:squarederror"
+
+    def __init__(self, *, n_estimators: int = 300, max_depth: int = 4,
+                 learning_rate: float = 0.05, subsample: float = 0.8,
+                 colsample_bytree: float = 0.8, min_child_weight: float = 5.0,
+                 random_state: int = 0, n_jobs: int = 2) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -35,46 +50,73 @@ class BoostedModel(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def _params(self) -> dict[str, object]:
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _xgb_params(self) -> dict[str, object]:
+        """Keyword arguments of the XGBoost estimator (subclasses add their own)."""
         return dict(n_estimators=self.n_estimators, max_depth=self.max_depth,
                     learning_rate=self.learning_rate, subsample=self.subsample,
                     colsample_bytree=self.colsample_bytree,
                     min_child_weight=self.min_child_weight, random_state=self.random_state,
                     n_jobs=self.n_jobs, objective=self.objective, tree_method="hist")
 
-    def _matrix(self, X: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        columns = list(columns if columns is not None else self.feature_names_in_)
-        missing = [c for c in columns if c not in X.columns]
-        if missing:
-            raise ValueError(f"X: missing feature columns {missing}")
-        return X[columns].astype("float64")
+    # -- input checks ----------------------------------------------------------------------
 
-    @staticmethod
-    def _target(y: object, name: str, n: int) -> np.ndarray:
-        y = np.asarray(y, dtype="float64")
-        if y.shape != (n,):
-            raise ValueError(f"{name}: expected {n} values, got shape {y.shape}")
-        if not np.isfinite(y).all():
-            raise ValueError(f"{name}: contains NaN or infinite values")
-        return y
+    def _fit_data(self, X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike, *,
+                  y_numeric: bool) -> tuple[pd.DataFrame, np.ndarray]:
+        """Checked (X as the float frame XGBoost learns from, y); records the feature names."""
+        x, y = validate_data(self, X, y, dtype="float64", ensure_all_finite="allow-nan",
+                             y_numeric=y_numeric)
+        return self._frame(x), y
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+    def _matrix(self, X: npt.ArrayLike | pd.DataFrame) -> pd.DataFrame:
+        """X checked against the fit (same number of columns; same names, in order, for a
+        DataFrame fit) as the float frame XGBoost reads."""
+        check_is_fitted(self, "model_")
+        names = getattr(self, "feature_names_in_", None)
+        if (isinstance(X, pd.DataFrame) and names is not None and len(X) > 0
+                and X.columns.tolist() == names.tolist()
+                and all(isinstance(t, np.dtype) and t.kind in "biuf" for t in X.dtypes)):
+            # The serving case: the fit's columns, in order, plain numeric dtypes. Accepting it
+            # here when it holds no infinity is what `validate_data` would decide, without its
+            # per-column passes, which dominate the cost of scoring one row.
+            x = X.to_numpy(dtype="float64")
+            if not np.isinf(x).any():
+                return self._frame(x)
+        x = validate_data(self, X, reset=False, dtype="float64", ensure_all_finite="allow-nan")
+        return self._frame(x)
+
+    def _frame(self, x: np.ndarray) -> pd.DataFrame:
+        names = getattr(self, "feature_names_in_", None)
+        columns = (list(names) if names is not None
+                   else [f"x{j}" for j in range(self.n_features_in_)])
+        return pd.DataFrame(x, columns=columns, copy=False)
+
+    # -- explanations ----------------------------------------------------------------------
+
+    def contributions(self, X: npt.ArrayLike | pd.DataFrame) -> pd.DataFrame:
         """XGBoost's TreeSHAP contributions per feature (margin units), plus `bias`.
 
         Small inputs go to XGBoost on one thread; larger ones read the same numbers from
-        per-tree tables (`ShapTables`, built once per booster and not pickled).
+        per-tree tables (`ShapTables`, built once per booster and not pickled). The index is
+        X's for a DataFrame.
         """
-        booster = self.model_.get_booster()
+        index = X.index if isinstance(X, pd.DataFrame) else None
         matrix = self._matrix(X)
+        booster = self.model_.get_booster()
+        names = list(matrix.columns)
         tables = self._tables(booster) if len(matrix) >= TABLE_ROWS else None
         if tables is not None:
             contrib = tables.contributions(matrix.to_numpy(dtype="float32"))
         else:
             with xgb.config_context(nthread=1):
                 dm = xgb.DMatrix(matrix.to_numpy(dtype="float32"), nthread=1,
-                                 feature_names=list(self.feature_names_in_))
+                                 feature_names=names)
                 contrib = booster.predict(dm, pred_contribs=True)
-        return pd.DataFrame(contrib, columns=[*self.feature_names_in_, "bias"], index=X.index)
+        return pd.DataFrame(contrib, columns=[*names, "bias"], index=index)
 
     def _tables(self, booster: xgb.Booster) -> ShapTables | None:
         cached = self.__dict__.get("_shap_tables")
@@ -86,10 +128,23 @@ class BoostedModel(BaseEstimator):
                     self.__dict__["_shap_tables"] = cached
         return cached[1]
 
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
+    # -- pickling --------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())  # a copy: the live model keeps its tables
         state.pop("_shap_tables", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled model; one saved before a hyper-parameter existed gets that
+        parameter's default, which is what it was fitted with."""
+        defaults = {name: p.default
+                    for name, p in inspect.signature(type(self).__init__).parameters.items()
+                    if p.kind is p.KEYWORD_ONLY}
+        state = {**defaults, **state}
+        if "feature_names_in_" in state and "n_features_in_" not in state:
+            state["n_features_in_"] = len(state["feature_names_in_"])
+        super().__setstate__(state)
 
 
 class ShapTables:

@@ -3,30 +3,67 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import xgboost as xgb
+from sklearn.base import RegressorMixin
+from sklearn.utils import Tags
 
 from training.models.boosted import BoostedModel
 
 
-class PurchasesRegressor(BoostedModel):
+class PurchasesRegressor(RegressorMixin, BoostedModel):
     """E[purchase days in H | features], kept >= 0 by the log link.
 
-    Tweedie deviance (variance power 1.5) rather than Poisson: purchase counts are
-    overdispersed (most customers 0, a few wholesalers dozens), and the Tweedie variance lets the
-    few large counts pull the trees less. On Online Retail's validation cutoff it cut the
-    purchases MAE from 0.595 to 0.576.
+    Tweedie deviance rather than Poisson: purchase counts are overdispersed (most customers 0,
+    a few wholesalers dozens), and the Tweedie variance lets the few large counts pull the
+    trees less.
+
+    Hyper-parameters: those of `BoostedModel`, plus `tweedie_variance_power` (between 1,
+    Poisson, and 2, Gamma; 1.5 is XGBoost's own default).
+    Learned: `model_`, `n_features_in_`, `feature_names_in_` (DataFrame fits only).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(size=(300, 2))
+    >>> y = rng.poisson(4 * X[:, 0])
+    >>> model = PurchasesRegressor(n_estimators=50, learning_rate=0.3).fit(X, y)
+    >>> low, high = model.predict([[0.1, 0.5], [0.9, 0.5]])
+    >>> bool(0 <= low < 1 < high)
+    True
     """
 
     objective = "reg:tweedie"
 
-    def fit(self, X: pd.DataFrame, y: object) -> PurchasesRegressor:
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        y = self._target(y, "y", len(X))
+    def __init__(self, *, tweedie_variance_power: float = 1.5, n_estimators: int = 300,
+                 max_depth: int = 4, learning_rate: float = 0.05, subsample: float = 0.8,
+                 colsample_bytree: float = 0.8, min_child_weight: float = 5.0,
+                 random_state: int = 0, n_jobs: int = 2) -> None:
+        super().__init__(n_estimators=n_estimators, max_depth=max_depth,
+                         learning_rate=learning_rate, subsample=subsample,
+                         colsample_bytree=colsample_bytree, min_child_weight=min_child_weight,
+                         random_state=random_state, n_jobs=n_jobs)
+        self.tweedie_variance_power = tweedie_variance_power
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = True
+        return tags
+
+    def _xgb_params(self) -> dict[str, object]:
+        return {**super()._xgb_params(), "tweedie_variance_power": self.tweedie_variance_power}
+
+    def fit(self, X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike) -> PurchasesRegressor:
+        """Fit on feature rows X and purchase counts y (>= 0)."""
+        matrix, y = self._fit_data(X, y, y_numeric=True)
         if (y < 0).any():
             raise ValueError("y: purchase counts must be >= 0")
-        self.model_ = xgb.XGBRegressor(**self._params()).fit(self._matrix(X), y)
+        self.model_ = xgb.XGBRegressor(**self._xgb_params()).fit(matrix, y)
         return self
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.model_.predict(self._matrix(X)).astype("float64")
+    def predict(self, X: npt.ArrayLike | pd.DataFrame) -> np.ndarray:
+        """Expected purchase days in the horizon per row."""
+        matrix = self._matrix(X)
+        return self.model_.predict(matrix).astype("float64")

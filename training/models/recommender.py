@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 Recommendation = dict[str, object]
 Explain = Callable[[int, np.ndarray], list[str]]
@@ -87,7 +88,7 @@ class PopularityRecommender(BaseEstimator):
     """
 
     def __init__(
-        self, popularity_window_days: int = 90, exclude_items: Sequence[str] = ()
+        self, *, popularity_window_days: int = 90, exclude_items: Sequence[str] = ()
     ) -> None:
         self.popularity_window_days = popularity_window_days
         self.exclude_items = exclude_items
@@ -148,6 +149,7 @@ class PopularityRecommender(BaseEstimator):
         `exclude_bought` is False). Unknown customers get the popularity list. Duplicate ids
         are answered once. Output is JSON-ready (str, float, str).
         """
+        check_is_fitted(self, "items_")
         ids = list(dict.fromkeys(str(c) for c in customer_ids))
         codes = self.customers_.get_indexer(ids)
         known = codes >= 0
@@ -178,6 +180,7 @@ class PopularityRecommender(BaseEstimator):
         `days_ago` (same length as `items`) weights items by recency as in `recommend`; by
         default every item counts as bought now. Unknown products are ignored for scoring.
         """
+        check_is_fitted(self, "items_")
         codes = self.items_.get_indexer([str(i) for i in items])
         ages = np.full(len(codes), 1e-9) if days_ago is None else np.asarray(days_ago, float)
         if len(ages) != len(codes):
@@ -192,6 +195,7 @@ class PopularityRecommender(BaseEstimator):
 
     def items_bought(self, customer_id: str) -> list[str]:
         """The products a customer bought before as_of (sorted); empty when unknown."""
+        check_is_fitted(self, "items_")
         code = self.customers_.get_indexer([str(customer_id)])[0]
         if code < 0:
             return []
@@ -267,10 +271,28 @@ class ItemRecommender(PopularityRecommender):
     Learned, besides the popularity state: `similarity_` and `support_` (CSR items x items: the
     kept neighbours' scores and co-occurrence counts) and `neighbors_` (a frame of product_id,
     neighbor_id, rank, score, support).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> lines = pd.DataFrame({
+    ...     "customer_id": ["a", "a", "b", "b", "c", "d"],
+    ...     "order_id": ["1", "1", "2", "3", "4", "5"],
+    ...     "timestamp": pd.to_datetime(["2024-01-05", "2024-01-05", "2024-01-10",
+    ...                                  "2024-01-20", "2024-01-25", "2024-01-26"]),
+    ...     "product_id": ["tea", "cups", "tea", "cups", "tea", "jam"]})
+    >>> model = ItemRecommender(min_support=2).fit(lines, as_of="2024-02-01")
+    >>> for r in model.recommend(["c"], k=2)["c"]:
+    ...     print(r["product_id"], "-", r["reason"])
+    cups - bought with tea by 2 customers
+    jam - popular in the last 90 days (1 customer)
+    >>> [r["product_id"] for r in model.recommend(["someone new"], k=2)["someone new"]]
+    ['tea', 'cups']
     """
 
     def __init__(
         self,
+        *,
         n_neighbors: int = 20,
         min_support: int = 2,
         shrinkage: float = 10.0,
@@ -281,7 +303,8 @@ class ItemRecommender(PopularityRecommender):
         popularity_window_days: int = 90,
         exclude_items: Sequence[str] = (),
     ) -> None:
-        super().__init__(popularity_window_days, exclude_items)
+        super().__init__(popularity_window_days=popularity_window_days,
+                         exclude_items=exclude_items)
         self.n_neighbors = n_neighbors
         self.min_support = min_support
         self.shrinkage = shrinkage

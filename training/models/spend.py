@@ -3,23 +3,61 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import xgboost as xgb
+from sklearn.base import RegressorMixin
+from sklearn.utils import Tags
 
 from training.models.boosted import BoostedModel
 
 
-class SpendRegressor(BoostedModel):
-    """E[net spend in H | features]; negative net spend (refunds) is trained as 0."""
+class SpendRegressor(RegressorMixin, BoostedModel):
+    """E[net spend in H | features]; negative net spend (refunds) is trained as 0.
+
+    Hyper-parameters: those of `BoostedModel`, plus `tweedie_variance_power` (between 1,
+    Poisson, and 2, Gamma).
+    Learned: `model_`, `n_features_in_`, `feature_names_in_` (DataFrame fits only).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.uniform(size=(300, 2))
+    >>> y = rng.gamma(2.0, 50.0, 300) * (rng.uniform(size=300) < X[:, 0])
+    >>> model = SpendRegressor(n_estimators=50, learning_rate=0.3).fit(X, y)
+    >>> low, high = model.predict([[0.1, 0.5], [0.9, 0.5]])
+    >>> bool(0 <= low < high)
+    True
+    """
 
     objective = "reg:tweedie"
 
-    def fit(self, X: pd.DataFrame, y: object) -> SpendRegressor:
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        y = np.clip(self._target(y, "y", len(X)), 0.0, None)
-        self.model_ = xgb.XGBRegressor(**self._params(), tweedie_variance_power=1.3)
-        self.model_.fit(self._matrix(X), y)
+    def __init__(self, *, tweedie_variance_power: float = 1.3, n_estimators: int = 300,
+                 max_depth: int = 4, learning_rate: float = 0.05, subsample: float = 0.8,
+                 colsample_bytree: float = 0.8, min_child_weight: float = 5.0,
+                 random_state: int = 0, n_jobs: int = 2) -> None:
+        super().__init__(n_estimators=n_estimators, max_depth=max_depth,
+                         learning_rate=learning_rate, subsample=subsample,
+                         colsample_bytree=colsample_bytree, min_child_weight=min_child_weight,
+                         random_state=random_state, n_jobs=n_jobs)
+        self.tweedie_variance_power = tweedie_variance_power
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = True  # a forecast of non-negative spend
+        return tags
+
+    def _xgb_params(self) -> dict[str, object]:
+        return {**super()._xgb_params(), "tweedie_variance_power": self.tweedie_variance_power}
+
+    def fit(self, X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike) -> SpendRegressor:
+        """Fit on feature rows X and net spend y (negative values count as 0)."""
+        matrix, y = self._fit_data(X, y, y_numeric=True)
+        self.model_ = xgb.XGBRegressor(**self._xgb_params()).fit(matrix, np.clip(y, 0.0, None))
         return self
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.model_.predict(self._matrix(X)).astype("float64")
+    def predict(self, X: npt.ArrayLike | pd.DataFrame) -> np.ndarray:
+        """Expected net spend in the horizon per row."""
+        matrix = self._matrix(X)
+        return self.model_.predict(matrix).astype("float64")

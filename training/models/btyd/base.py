@@ -1,8 +1,9 @@
 """Shared machinery of the BTYD models: input checks, customer grouping and the MLE fit.
 
-Every model is a scikit-learn style estimator: hyper-parameters in `__init__`, `fit` returns
-self, learned state ends in `_`. Inputs are checked once, here at the boundary, with errors that
-name the bad argument, so the likelihood code can assume clean float arrays.
+Every model is a scikit-learn style estimator: keyword-only hyper-parameters in `__init__`,
+`fit` returns self, learned state ends in `_`, and a prediction before `fit` raises
+NotFittedError. Inputs are checked once, here at the boundary, with errors that name the bad
+argument, so the likelihood code can assume clean float arrays.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
 ArrayLike = np.ndarray | pd.Series | Sequence[float] | float
@@ -197,8 +198,8 @@ def group_rows(
 
 
 def wsum(w: np.ndarray, v: np.ndarray) -> float:
-    """sum(w * v) without BLAS: a multi-threaded BLAS dot on long vectors can be 10-50x slower
-    than one pass on small machines (measured with OpenBLAS on 2 cores)."""
+    """sum(w * v) without BLAS: on small machines a multi-threaded BLAS dot on long vectors is
+    slower than one pass."""
     return float(np.einsum("i,i->", w, v))
 
 
@@ -209,8 +210,7 @@ def _blas_controller() -> ThreadpoolController:
 
 def _single_threaded_blas() -> AbstractContextManager[object]:
     """BLAS limited to one thread while L-BFGS-B runs: its linear algebra is on 4-vectors,
-    where waking OpenBLAS threads costs more than the work (measured: 3-5 ms per L-BFGS-B
-    step on a 2-core machine, ~100x the single-threaded time)."""
+    where waking OpenBLAS threads costs more than the work."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 
@@ -241,6 +241,7 @@ class BaseModel(BaseEstimator):
 
     def __init__(
         self,
+        *,
         penalizer: float = 0.0,
         tol: float = 1e-10,
         max_iter: int = 1000,
@@ -338,8 +339,8 @@ class BaseModel(BaseEstimator):
     # -- fitted state --------------------------------------------------------------------
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "params_"):
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet: call fit() first")
+        check_is_fitted(self, "params_", msg=f"{type(self).__name__} is not fitted yet: call "
+                        "fit() first (or build it with from_params())")
 
     def _theta(self) -> tuple[float, ...]:
         self._check_fitted()

@@ -95,6 +95,25 @@ class GammaGammaModel(BaseModel):
     Fit on repeat customers (frequency > 0) with `monetary_value` the average value of their
     repeat transactions (the BTYD summary's convention). Predictions accept frequency 0 (the
     population mean p gamma / (q - 1)).
+
+    Examples
+    --------
+    The published CDNOW parameters: the expected spend per purchase moves from the population
+    mean (frequency 0) towards a customer's own average as their purchases add up.
+
+    >>> published = GammaGammaModel.from_params({"p": 6.25, "q": 3.74, "gamma": 15.44})
+    >>> published.expected_spend([0, 1, 10], [0.0, 20.0, 20.0]).round(2).tolist()
+    [35.22, 24.64, 20.64]
+
+    Fitting customers whose transaction values follow the model:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> frequency = rng.integers(1, 10, 1000)
+    >>> nu = rng.gamma(3.74, 1 / 15.44, 1000)
+    >>> average = rng.gamma(6.25 * frequency, 1 / nu) / frequency
+    >>> GammaGammaModel().fit(frequency, average).converged_
+    True
     """
 
     _param_names = ("p", "q", "gamma")

@@ -1,7 +1,8 @@
 """Shared base of the uplift learners: input checks at the boundary, arms, outcome kind, XGBoost.
 
-Every learner is a scikit-learn style estimator: hyper-parameters in `__init__` (stored as
-given, checked at `fit`), `fit(X, treatment, y)` returns self, learned state ends in `_`.
+Every learner is a scikit-learn style estimator: keyword-only hyper-parameters in `__init__`
+(stored as given, checked at `fit`), `fit(X, treatment, y)` returns self, learned state ends in
+`_`, and a prediction before `fit` raises NotFittedError.
 Several treatments are handled at once: `treatment` holds one arm name per row, one of them the
 control arm named by the `control` hyper-parameter; `predict_uplift(X)` gives one column per
 other arm, the estimated effect of that arm against control. Inputs are checked once, here, and
@@ -165,6 +166,7 @@ class UpliftLearner(BaseEstimator):
 
     def __init__(
         self,
+        *,
         control: str = CONTROL,
         outcome: OutcomeKind = "auto",
         n_estimators: int = 200,
