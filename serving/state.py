@@ -23,6 +23,15 @@ from serving.batch import score_population
 from serving.config import ServeConfig
 from serving.offers import Catalogue, load_catalogue
 from serving.store import FeatureStore, open_store
+from training.registry import (
+    Alias,
+    RegisteredModel,
+    aliased_version,
+    configure,
+    load_recommender,
+    load_scorer,
+    load_uplift,
+)
 
 log = logging.getLogger("retention.serving")
 
@@ -62,53 +71,17 @@ def tier_floors(snapshot: pd.DataFrame) -> tuple[tuple[str, float], ...]:
 
 def champion(alias: str) -> tuple[str, str]:
     """(version, run id) of the aliased `customer-scorer`."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from training.registry import MODEL_NAME
-
-    try:
-        v = MlflowClient().get_model_version_by_alias(MODEL_NAME, alias)
-    except MlflowException:
-        raise DataError(f"{MODEL_NAME}@{alias}: not in the registry "
-                        "(run `retention train --promote`)") from None
+    v = aliased_version(RegisteredModel.SCORER, alias)
+    if v is None:
+        raise DataError(f"{RegisteredModel.SCORER}@{alias}: not in the registry "
+                        "(run `retention train --promote`)")
     return str(v.version), str(v.run_id)
-
-
-def load_scorer(version: str):
-    import mlflow
-
-    from training.registry import MODEL_NAME
-
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
-    return model.unwrap_python_model().scorer
-
-
-def load_recommender(run_id: str):
-    """The item recommender logged with the scorer's run, if that run has one."""
-    import joblib
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path="recommender/recommender.joblib")
-    except (MlflowException, OSError):
-        return None
-    return joblib.load(path)
 
 
 def uplift_champion() -> str | None:
     """Version of the `uplift` champion, None when no uplift model is registered."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from training.registry import CHAMPION, UPLIFT_NAME
-
-    try:
-        return str(MlflowClient().get_model_version_by_alias(UPLIFT_NAME, CHAMPION).version)
-    except MlflowException:
-        return None
+    v = aliased_version(RegisteredModel.UPLIFT, Alias.CHAMPION)
+    return None if v is None else str(v.version)
 
 
 @dataclass(frozen=True)
@@ -120,8 +93,6 @@ class Effects:
 
 def load_effects(snapshot: pd.DataFrame) -> Effects | None:
     """Every customer's estimated uplift per covered offer, from the `uplift` champion."""
-    from training.registry import load_uplift
-
     found = load_uplift()
     if found is None:
         return None
@@ -139,9 +110,8 @@ def load_consent(config: ServeConfig) -> pd.DataFrame:
     """consent_<channel> flags per customer (the customers table as `features.validate` reads
     it: bad rows quarantined, unknown consent is no consent); no table means no consent."""
     from features.config import load_source_config
-    from features.contract import CONSENT_PREFIX
+    from features.contract import CHANNELS, CONSENT_PREFIX
     from features.validate import load
-    from serving.offers import CHANNELS
 
     if config.customers is None:
         return pd.DataFrame(columns=list(CHANNELS), index=pd.Index([], name="customer_id"))
@@ -164,10 +134,8 @@ class Live:
     """The current `Served` bundle, rebuilt in the background when its sources change."""
 
     def __init__(self, config: ServeConfig, watch: bool = True) -> None:
-        from training import registry
-
         self.config = config
-        registry.configure(config.tracking_uri)
+        configure(config.tracking_uri)
         self.store: FeatureStore = open_store(config.store, config.features)
         self.catalogue = load_catalogue(config.offers) if config.offers else None
         self.consent = load_consent(config)
@@ -210,7 +178,7 @@ class Live:
             columns={c: scores[c].to_numpy() for c in scores.columns},
             tier_floors=tier_floors(snapshot),
         )
-        log.info("loaded customer-scorer v%s and features %s (%d customers) in %.1fs",
+        log.info("loaded %s v%s and features %s (%d customers) in %.1fs", RegisteredModel.SCORER,
                  version, features_version, len(scores), time.perf_counter() - started)
         return served
 

@@ -42,6 +42,12 @@ OURS = "ours"
 RFM_COLUMNS: tuple[str, ...] = ("days_since_last", "orders_365d", "spend_365d")
 
 
+def rfm_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """The RFM columns as a plain array, in RFM_COLUMNS order (the RFM baseline is fitted
+    and scored on arrays, as models registered earlier were)."""
+    return frame[list(RFM_COLUMNS)].to_numpy(dtype="float64")
+
+
 class Target(StrEnum):
     """What a candidate forecasts for the horizon."""
 
@@ -88,7 +94,7 @@ CANDIDATES: tuple[Candidate, ...] = (
               lambda _m, x: recency_score(x["days_since_last"]), served=False,
               baseline="recency_rule"),
     Candidate("rfm_logistic", Target.CHURN,
-              lambda m, x: m.rfm.predict_proba(x[list(RFM_COLUMNS)])[:, 1],
+              lambda m, x: m.rfm.predict_proba(rfm_matrix(x))[:, 1],
               baseline="rfm_logistic"),
     Candidate("bg_nbd", Target.CHURN, _column("bg_p_zero"), baseline="bg_nbd"),
     Candidate("pareto_nbd", Target.CHURN,

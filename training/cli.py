@@ -92,7 +92,7 @@ def train_cmd(
     console.print(f"MLflow run {run_id} at {uri}; registered {registry.RegisteredModel.SCORER} "
                   f"v{version} as challenger")
     if promote:
-        console.print(registry.promote())
+        console.print(registry.promote(), markup=False)
 
 
 @train_app.command("uplift")
@@ -143,7 +143,7 @@ def uplift_cmd(
                   f"({run.fit.n_rows:,} customers, {run.fit.n_without_features:,} without "
                   "features left out)")
     if promote:
-        console.print(registry.promote(registry.RegisteredModel.UPLIFT))
+        console.print(registry.promote(registry.RegisteredModel.UPLIFT), markup=False)
 
 
 def print_report(result) -> None:
@@ -161,7 +161,8 @@ def print_report(result) -> None:
 
 
 # The registered model a `models` command acts on (training.registry.RegisteredModel).
-ModelOption = Annotated[str, typer.Option("--model", help="customer-scorer or uplift.")]
+ModelOption = Annotated[str, typer.Option("--model", help="The registered model: "
+                                                         "customer-scorer or uplift.")]
 
 
 def _registered(model: str) -> RegisteredModel:
@@ -186,7 +187,7 @@ def promote_cmd(
 
     name = _registered(model)
     registry.configure(tracking_uri)
-    console.print(registry.promote(name, force=force))
+    console.print(registry.promote(name, force=force), markup=False)
 
 
 @models_app.command("rollback")
@@ -199,7 +200,7 @@ def rollback_cmd(
 
     name = _registered(model)
     registry.configure(tracking_uri)
-    console.print(registry.rollback(name))
+    console.print(registry.rollback(name), markup=False)
 
 
 @models_app.command("list")
@@ -213,5 +214,7 @@ def list_cmd(
     name = _registered(model)
     registry.configure(tracking_uri)
     versions = registry.list_versions(name)
-    console.print(versions.to_string(index=False) if len(versions)
-                  else f"{name}: no registered versions")
+    if versions.empty:
+        console.print(f"{name}: no registered versions")
+    else:  # one line per version, however narrow the terminal
+        console.print(versions.to_string(index=False), soft_wrap=True)

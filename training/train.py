@@ -25,11 +25,11 @@ from training import evaluate as ev
 from training.candidates import (
     LABELS,
     OURS,
-    RFM_COLUMNS,
     SELECTION,
     Target,
     baseline_names,
     baselines,
+    rfm_matrix,
     served,
 )
 from training.components import COMPONENT_FEATURES, Components, component_features, fit_components
@@ -102,7 +102,7 @@ def _fit_models(frame: pd.DataFrame, cfg: TrainConfig, columns: list[str]) -> _M
                                                groups=frame["customer_id"].astype(str)),
         purchases=PurchasesRegressor(**_xgb(cfg)).fit(x, frame[LABELS[Target.PURCHASES]]),
         spend=SpendRegressor(**_xgb(cfg)).fit(x, frame[LABELS[Target.SPEND]]),
-        rfm=RFMLogistic().fit(frame[list(RFM_COLUMNS)], churned),
+        rfm=RFMLogistic().fit(rfm_matrix(frame), churned),
     )
 
 

@@ -1,10 +1,11 @@
 """The model library: estimators and maths with no pipeline, registry or column conventions.
 
 Depends on numpy, pandas, scipy, scikit-learn and xgboost only (and matplotlib for the BTYD
-plots of `training.models.plots`, a submodule so that importing the models does not load it). Every estimator follows
-scikit-learn's contract (keyword-only hyper-parameters, `fit` returns self, learned state ends
-in `_`, a clear error before `fit`). The training pipeline (`training`) decides which columns
-they see; the registry and the service never reach in here except through the pipeline.
+plots of `training.models.plots`, a submodule so that importing the models does not load it).
+Every estimator follows scikit-learn's contract (keyword-only hyper-parameters, `fit` returns
+self, learned state ends in `_`, a clear error before `fit`). The training pipeline
+(`training`) decides which columns they see; the registry and the service never reach in here
+except through the pipeline.
 
 - BTYD: `BetaGeoModel` (BG/NBD), `ParetoNBDModel`, `GammaGammaModel`;
 - boosters: `ChurnClassifier`, `PurchasesRegressor`, `SpendRegressor` (over `BoostedModel`);
