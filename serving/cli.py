@@ -10,11 +10,14 @@ from rich.console import Console
 from features.cli import data_app, demo_data_cmd, features_app
 from features.errors import DataError
 from serving.commands import publish_cmd, score_cmd, serve_cmd
+from serving.console.report import report_cmd
+from serving.console.users import console_app
 from training.cli import models_app, train_app
 from training.models.errors import ModelInputError
 
 app = typer.Typer(
-    help="Churn and targeting service: data, features, train, models, score, serve.",
+    help="Churn and targeting service: data, features, train, models, score, serve, report, "
+         "console.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -25,6 +28,8 @@ app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
 app.command("score")(score_cmd)
 app.command("serve")(serve_cmd)
+app.command("report")(report_cmd)
+app.add_typer(console_app, name="console")
 features_app.command("publish")(publish_cmd)
 
 

@@ -58,6 +58,14 @@ class ServeConfig(BaseModel):
     reload_seconds: float = Field(5.0, gt=0, description="How often to look for a new champion "
                                                          "or feature snapshot")
     risk_bands: RiskBands = RiskBands()
+    transactions: Path | None = Field(None, description="Source config of the transactions "
+                                                        "(the console's CRM metrics and spend "
+                                                        "histories)")
+    campaign_history: Path | None = Field(None, description="Source config of past campaigns, "
+                                                            "a canonical campaign log (the "
+                                                            "console's campaign results)")
+    console_users: Path | None = Field(None, description="Console users file (YAML: username "
+                                                         "and argon2 hash per user)")
 
     @model_validator(mode="after")
     def _key(self) -> ServeConfig:
@@ -78,7 +86,8 @@ def load_config(path: Path | None = None) -> ServeConfig:
         raise DataError(f"{where}: service config not found")
     raw = yaml.safe_load(where.read_text(encoding="utf-8")) or {}
     base = where.resolve().parent
-    for key in ("features", "offers", "customers"):
+    for key in ("features", "offers", "customers", "transactions", "campaign_history",
+                "console_users"):
         if raw.get(key) and not Path(raw[key]).is_absolute():
             raw[key] = str(base / raw[key])
     try:
