@@ -16,7 +16,10 @@ $(VENV)/.installed: pyproject.toml
 
 ## run: the main job on the embedded default: synthetic data -> validation -> features ->
 ## models evaluated out of time -> MLflow run + registered champion (./mlruns) -> the service
-## on http://127.0.0.1:3000 (API key $$RETENTION_API_KEY, default demo-key); Ctrl-C stops it
+## on http://127.0.0.1:3000 (API key $$RETENTION_API_KEY, default demo-key) and the console
+## at http://127.0.0.1:3000/console/ (user demo, password demo-password); Ctrl-C stops it.
+## State (MLflow store, campaign log, service config) stays in this folder (RETENTION_HOME).
+run: export RETENTION_HOME ?= $(CURDIR)
 run: venv
 	$(BIN)/retention demo-data --out $(DEMO) --customers 5000 --seed 0
 	$(BIN)/retention features build --source $(DEMO)/transactions.yaml \
@@ -24,14 +27,21 @@ run: venv
 	$(BIN)/retention train --source $(DEMO)/transactions.yaml --horizon 90d --promote
 	$(BIN)/retention train uplift --campaign-log $(DEMO)/campaign_log.yaml \
 		--features $(DEMO)/features --promote
+	printf 'demo-password\n' | $(BIN)/retention console add-user demo \
+		--users $(DEMO)/console_users.yaml --password-stdin
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db"
 	@echo "Once the service is ready, try (README, 'Serving'): bash serving/examples.sh"
+	@echo "Console: http://127.0.0.1:3000/console/ (user demo, password demo-password)"
 	RETENTION_API_KEY=$${RETENTION_API_KEY:-demo-key} $(BIN)/retention serve \
 		--features $(DEMO)/features --offers configs/offers/demo.yaml \
-		--customers $(DEMO)/customers.yaml --port 3000
+		--customers $(DEMO)/customers.yaml --transactions $(DEMO)/transactions.yaml \
+		--campaign-history $(DEMO)/campaign_log.yaml --console-users $(DEMO)/console_users.yaml \
+		--port 3000
 
-## test: every test (starts a throwaway PostgreSQL and Redis on loopback), then ruff
+## test: every test (starts a throwaway PostgreSQL and Redis on loopback, installs Debian's
+## Chromium for the console's browser tests when missing), then ruff
 test: venv
+	bash .ci/chromium.sh
 	@pg="$${RETENTION_TEST_PG_URL:-$$(bash .ci/postgres.sh)}"; \
 	redis="$${RETENTION_TEST_REDIS_URL:-$$(bash .ci/redis.sh)}"; \
 	[ -n "$$pg" ] || { echo "make test: no PostgreSQL URL (.ci/postgres.sh failed, see above)" >&2; exit 1; }; \
@@ -46,6 +56,7 @@ lint: venv
 ## notebooks: re-execute notebooks/*.ipynb in place, to commit them with their outputs. The
 ## model report reads the latest run in ./mlruns: the one `make run` left, else one trained
 ## here on the demo data (no service started); the uplift notebook reads ../shared/datasets
+notebooks: export RETENTION_HOME ?= $(CURDIR)
 notebooks: venv
 	test -f mlruns/mlflow.db || { \
 		$(BIN)/retention demo-data --out $(DEMO) --customers 5000 --seed 0 && \

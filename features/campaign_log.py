@@ -22,6 +22,8 @@ from typing import Literal
 import pandas as pd
 import sqlalchemy as sa
 
+from features.errors import DataError
+
 # What a campaign engine reports back; `assigned` rows are written by the service itself.
 EngineEvent = Literal["sent", "opened", "converted"]
 Event = Literal["assigned", EngineEvent]
@@ -62,11 +64,18 @@ def event_key(row: dict) -> str:
 class CampaignLog:
     """Append-only event table; the service writes `assigned`, `/feedback` the rest."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open the log at `url`; with `create=False` a SQLite log that does not exist is an
+        error (a service must not start over with an empty log: caps and history are in it)."""
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.removeprefix("sqlite:///"))
+            if not create and not path.exists():
+                raise DataError(f"campaign log {path} not found: contact caps and campaign "
+                                "history live there; check --home / $RETENTION_HOME, or start "
+                                "with `retention serve`, which creates a new one")
+            path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url, pool_pre_ping=True)
         metadata.create_all(self.engine)
         self._add_key_column()

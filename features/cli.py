@@ -113,6 +113,9 @@ def build_cmd(
 ) -> None:
     """Build point-in-time features (and labels) per (customer, as_of)."""
     cfg = load_source_config(source)
+    if cfg.table != "transactions":
+        raise DataError(f"{source}: table: features are built from a transactions source, "
+                        f"not {cfg.table!r}")
     dates = parse_dates(as_of)
     horizon_days, lookback_days = parse_duration(horizon), parse_duration(lookback)
     with _progress() as progress:

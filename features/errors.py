@@ -35,4 +35,5 @@ def config_error(exc: ValidationError, source: object | None, *,
     loc: Location = tuple(err["loc"])
     where = (locate(loc) if locate else None) or ".".join(str(p) for p in loc) or "config"
     prefix = f"{source}: " if source is not None else ""
-    return DataError(f"{prefix}{where}: {err['msg']}")
+    message = str(err["msg"]).removeprefix("Value error, ")  # a validator's own words
+    return DataError(f"{prefix}{where}: {message}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import gzip
 import zlib
@@ -11,8 +12,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.config import ROW_NUMBER, SourceConfig
+from features.config import ROW_NUMBER, WHITESPACE, SourceConfig
 from features.errors import DataError
+
+# Byte order marks of the encodings a CSV is most often saved in by mistake (Excel's "Unicode").
+_WIDE_BOMS: dict[bytes, str] = {
+    codecs.BOM_UTF32_LE: "utf-32", codecs.BOM_UTF32_BE: "utf-32",
+    codecs.BOM_UTF16_LE: "utf-16", codecs.BOM_UTF16_BE: "utf-16",
+}
+# Separators to suggest when a header did not split, each as it is written in a YAML config.
+_SEPARATORS: dict[str, str] = {";": "';'", "\t": '"\\t"', "|": "'|'", ",": "','"}
 
 
 def read_source(cfg: SourceConfig) -> pd.DataFrame:
@@ -36,10 +45,20 @@ def check_columns(frame: pd.DataFrame, cfg: SourceConfig) -> None:
         if src not in found:
             close = difflib.get_close_matches(src, found, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            if len(found) == 1 and cfg.format == "csv":
+                hint += _separator_hint(found[0], cfg.separator)
             raise DataError(
                 f"{cfg.location}: missing column {src!r} (expected for {canon}); "
                 f"found columns: {', '.join(found)}{hint}"
             )
+
+
+def _separator_hint(header: str, separator: str) -> str:
+    """A hint when a one-column header is really several columns split by another separator."""
+    for sep, written in _SEPARATORS.items():
+        if sep != separator and sep in header:
+            return f"; the header looks {written}-separated: set `separator: {written}`"
+    return ""
 
 
 def _read_csv(cfg: SourceConfig) -> pd.DataFrame:
@@ -49,9 +68,16 @@ def _read_csv(cfg: SourceConfig) -> pd.DataFrame:
     head = _peek(path)
     if not head.strip():
         raise DataError(f"{path}: file is empty (expected a CSV with a header line)")
-    if b"\x00" in head:
+    encoding = codecs.lookup(cfg.encoding).name
+    wide = next((enc for bom, enc in _WIDE_BOMS.items() if head.startswith(bom)), None)
+    if wide and not encoding.startswith(wide):
+        raise DataError(f"{path}: the file starts with a {wide} byte order mark; set "
+                        f"`encoding: {wide}` in the source config")
+    if b"\x00" in head and not encoding.startswith(("utf-16", "utf-32")):
         raise DataError(f"{path}: not a CSV file (binary content)")
-    sep = r"\s+" if cfg.separator == "whitespace" else cfg.separator
+    if encoding == "utf-8":
+        encoding = "utf-8-sig"  # the same text, and a byte order mark (Excel's) is not data
+    sep = r"\s+" if cfg.separator == WHITESPACE else cfg.separator
     try:
         frame = pd.read_csv(
             path,
@@ -61,7 +87,7 @@ def _read_csv(cfg: SourceConfig) -> pd.DataFrame:
             dtype=str,
             keep_default_na=False,
             na_values=[],
-            encoding=cfg.encoding,
+            encoding=encoding,
             compression="infer",
             engine="python" if sep == r"\s+" else "c",
         )
@@ -79,6 +105,7 @@ def _read_csv(cfg: SourceConfig) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read compressed file: {exc}") from None
     if frame.empty:
         raise DataError(f"{path}: no data rows (only a header line)")
+    frame.columns = [str(c) for c in frame.columns]  # without a header they are 0, 1, …
     return frame
 
 

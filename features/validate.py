@@ -7,14 +7,19 @@ per reason add up: rows_in == accepted + quarantined, always.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import warnings
 from dataclasses import dataclass, field
 
+import ibis
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
-from features.config import ROW_NUMBER, SourceConfig
+from features.config import NUMERIC, ROW_NUMBER, Arithmetic, SourceConfig
 from features.contract import ARMS, CONSENT_PREFIX, SCHEMAS
 from features.errors import DataError
+from features.pointintime import MONEY
 from features.sources import read_source
 
 # Reasons, in the order they are checked.
@@ -23,19 +28,33 @@ REASONS: tuple[str, ...] = (
     "missing_order_id",
     "missing_campaign_id",
     "unparsable_timestamp",
+    "implausible_timestamp",
     "after_extraction_date",
     "future_timestamp",
     "non_product",
     "unparsable_number",
+    "decimal_comma",
     "non_finite_price",
     "non_positive_price",
+    "amount_out_of_range",
     "unknown_arm",
     "duplicate_customer_id",
     "duplicate_line",
 )
 
-NUMERIC = ("quantity", "amount", "price", "cost", "visit", "converted", "revenue")
 TIMESTAMPS = ("timestamp", "signup_at", "sent_at")
+# A UTC offset (or Z) after a time of day: such a value is aware, any other is local time.
+_OFFSET = re.compile(r"[T\s]\d{1,2}(?::?\d{2}){0,2}(?:[.,]\d+)?"  # time of day
+                     r"\s*(?:Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$", re.IGNORECASE)
+# Values pandas skips when it guesses a column's timestamp format from its first value.
+_NO_VALUE = frozenset({"", "nat", "nan"})
+# Numbers written with a decimal comma (`12,50`, `1.234,50`) or grouped by points (`1.234`).
+_DECIMAL_COMMA = r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+"
+_POINT_GROUPED = r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d+)?"
+DECIMAL_COMMA_HINT = "looks like decimal commas: set decimal: ','"
+# Line amounts are summed exactly as this decimal type: larger ones cannot be a line's revenue.
+_MONEY = ibis.dtype(MONEY)
+_MONEY_DIGITS = _MONEY.precision - _MONEY.scale
 _TRUE = {"1", "1.0", "true", "t", "yes", "y"}
 
 
@@ -123,6 +142,8 @@ def validate(
         if name in out:
             parsed, bad = _timestamps(out[name], cfg)
             reasons.mark(bad, "unparsable_timestamp")
+            implausible = (parsed < cfg.min_timestamp) | (parsed > cfg.max_timestamp)
+            reasons.mark(implausible, "implausible_timestamp")
             if name == "timestamp":
                 if cfg.extracted_at is not None:
                     reasons.mark(parsed > _naive_utc(cfg.extracted_at), "after_extraction_date")
@@ -135,10 +156,15 @@ def validate(
 
     for name in NUMERIC:
         if name in out:
-            out[name], bad = _numbers(out[name])
+            text = out[name]
+            out[name], bad, comma = _numbers(text, cfg.decimal)
+            if comma.sum() * 2 > n:
+                raise DataError(f"{cfg.location}: column {cfg.columns.get(name, name)!r} "
+                                f"({name}) {DECIMAL_COMMA_HINT} (e.g. {text[comma].iloc[0]!r})")
+            reasons.mark(comma, "decimal_comma")
             reasons.mark(bad, "unparsable_number")
     for canon, expr in cfg.derive.items():
-        out[canon] = _derive(expr, out, cfg)
+        out[canon] = _derive(Arithmetic.parse(expr), out, n)
         reasons.mark(out[canon].isna(), "unparsable_number")
 
     if cfg.table == "transactions":
@@ -190,6 +216,8 @@ def _transactions(out: dict[str, pd.Series], cfg: SourceConfig, reasons: _Reason
     reasons.mark(sale & finite & bad, "non_positive_price")
     amounts = amount.to_numpy(dtype="float64", na_value=np.nan)
     reasons.mark(~np.isfinite(amounts), "non_finite_price")
+    reasons.mark(np.abs(np.round(amounts, _MONEY.scale)) >= 10.0 ** _MONEY_DIGITS,
+                 "amount_out_of_range")
     out["amount"] = amount.where(~is_return, -amount.abs())
     out["quantity"] = qty.where(~is_return, -qty.abs())
     out["is_return"] = is_return
@@ -235,23 +263,48 @@ def _ids(col: pd.Series) -> pd.Series:
 
 
 def _timestamps(col: pd.Series, cfg: SourceConfig) -> tuple[pd.Series, np.ndarray]:
+    """Naive UTC timestamps, and the mask of values that do not parse.
+
+    Values with an offset (or `Z`) are converted to UTC; values without one are local time in
+    `cfg.timezone`. With `timestamp_format` every value is read in it; without, ISO-8601 is read
+    in any mix (offsets, `Z`, dates only), and other values as pandas reads a column without a
+    format (the format of its first value), so a column in one non-ISO format still reads.
+    """
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = pd.Series(col)
         if parsed.dt.tz is not None:
             parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
         elif cfg.timezone != "UTC":
             parsed = _to_utc(parsed, cfg.timezone)
+        parsed = parsed.astype("datetime64[us]")
+        return parsed, parsed.isna().to_numpy()
+    text = col.astype("string").str.strip()
+    fmt = cfg.timestamp_format
+    if fmt:
+        utc = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
     else:
-        text = col.astype("string").str.strip()
-        fmt = cfg.timestamp_format
-        if cfg.timezone == "UTC":
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-            parsed = pd.Series(parsed).dt.tz_localize(None)
+        utc = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+        rest = (utc.isna() & (text != "")).fillna(False).to_numpy(dtype=bool)
+        if rest.any():
+            utc[rest] = _in_inferred_format(text, rest)
+    parsed = utc.dt.tz_localize(None).astype("datetime64[us]")
+    if cfg.timezone != "UTC":
+        if fmt:
+            local = np.full(len(text), "%z" not in fmt and "%Z" not in fmt)
         else:
-            parsed = _to_utc(pd.Series(pd.to_datetime(text, format=fmt, errors="coerce")),
-                             cfg.timezone)
-    parsed = parsed.astype("datetime64[us]")
+            local = ~text.str.contains(_OFFSET).fillna(False).to_numpy(dtype=bool)
+        parsed[local] = _to_utc(parsed[local], cfg.timezone)
     return parsed, parsed.isna().to_numpy()
+
+
+def _in_inferred_format(text: pd.Series, rows: np.ndarray) -> pd.Series:
+    """`rows` of `text` read as pandas reads a column without a format: in the format it guesses
+    from the column's first value, or value by value when it cannot guess one."""
+    first = next((v for v in text if v is not pd.NA and v.lower() not in _NO_VALUE), None)
+    fmt = guess_datetime_format(first) if first is not None else None
+    with warnings.catch_warnings():  # dateutil's warnings on odd values: those rows are quarantined
+        warnings.simplefilter("ignore", UserWarning)
+        return pd.to_datetime(text[rows], format=fmt or "mixed", errors="coerce", utc=True)
 
 
 def _to_utc(naive: pd.Series, tz: str) -> pd.Series:
@@ -259,23 +312,35 @@ def _to_utc(naive: pd.Series, tz: str) -> pd.Series:
     return local.dt.tz_convert("UTC").dt.tz_localize(None)
 
 
-def _numbers(col: pd.Series) -> tuple[pd.Series, np.ndarray]:
+def _numbers(col: pd.Series, decimal: str) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Numbers, the mask of values that are not numbers, and of those written `12,50`.
+
+    With `decimal` ",", `1.234,50` reads 1234.5 and a value with a lone point is not a number.
+    """
+    none = np.zeros(len(col), dtype=bool)
     if pd.api.types.is_bool_dtype(col):
-        return col.astype("float64"), np.zeros(len(col), dtype=bool)
+        return col.astype("float64"), none, none
     if pd.api.types.is_numeric_dtype(col):
         nums = col.astype("float64")
-        return nums, nums.isna().to_numpy()
+        return nums, nums.isna().to_numpy(), none
     text = col.astype("string").str.strip()
+    if decimal == ",":
+        grouped = text.str.fullmatch(_POINT_GROUPED).fillna(False)
+        text = text.mask(grouped, text.str.replace(".", "", regex=False))
+        text = text.mask(text.str.contains(".", regex=False).fillna(False), pd.NA)
+        text = text.str.replace(",", ".", regex=False)
+        comma = none
+    else:
+        comma = text.str.fullmatch(_DECIMAL_COMMA).fillna(False).to_numpy(dtype=bool)
     nums = pd.to_numeric(text, errors="coerce").astype("float64")
-    return nums, nums.isna().to_numpy()
+    return nums, nums.isna().to_numpy(), comma
 
 
-def _derive(expr: str, out: dict[str, pd.Series], cfg: SourceConfig) -> pd.Series:
-    env = pd.DataFrame({k: v for k, v in out.items() if k in NUMERIC})
-    try:
-        result = env.eval(expr, engine="python")
-    except Exception as exc:  # noqa: BLE001 - any eval failure is a config mistake
-        raise DataError(f"{cfg.name}: derive {expr!r}: {exc}") from None
+def _derive(expr: Arithmetic, out: dict[str, pd.Series], n: int) -> pd.Series:
+    """A `derive` column from the numeric ones (a constant expression fills every row)."""
+    result = expr.evaluate({k: v for k, v in out.items() if k in NUMERIC})
+    if np.ndim(result) == 0:
+        return pd.Series(np.full(n, float(result)))
     return pd.Series(result, dtype="float64")
 
 

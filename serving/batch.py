@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from features.csv_safe import write_csv
 from features.errors import DataError
 from serving.config import RiskBands
 from training.scorer import CustomerScorer
@@ -83,7 +84,8 @@ def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: Risk
 
 
 def write_scores(scores: pd.DataFrame, out: str, table: str = "customer_scores") -> str:
-    """Write to .parquet, .csv or a PostgreSQL URL (table replaced); returns where."""
+    """Write to .parquet, .csv or a PostgreSQL URL (table replaced); returns where.
+    A CSV is meant for spreadsheets: text that would start a formula is quoted (csv_safe)."""
     if out.startswith(("postgresql://", "postgres://")):
         import sqlalchemy as sa
 
@@ -98,7 +100,7 @@ def write_scores(scores: pd.DataFrame, out: str, table: str = "customer_scores")
     if path.suffix == ".parquet":
         scores.to_parquet(path, index=False)
     elif path.suffix == ".csv":
-        scores.to_csv(path, index=False)
+        write_csv(scores, path)
     else:
         raise DataError(f"{out}: --out must end in .parquet or .csv, or be a postgresql:// URL")
     return str(path)

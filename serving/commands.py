@@ -26,44 +26,72 @@ def serve_cmd(
     customers: Annotated[Path | None, typer.Option(help="Source config of the customers table "
                                                         "(consent_<channel> columns).")] = None,
     store: Annotated[str, typer.Option(help="'memory' or a redis:// URL.")] = "memory",
-    campaign_log: Annotated[str, typer.Option(help="SQLAlchemy URL of the campaign log.")
-                            ] = "sqlite:///data/campaign_log.db",
+    campaign_log: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL of the campaign log (default: data/campaign_log.db in the home).")
+    ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key (or $RETENTION_API_KEY).")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        help="API key (or $RETENTION_API_KEY); passed to the service, never written to disk.")
+    ] = None,
+    transactions: Annotated[Path | None, typer.Option(
+        help="Source config of the transactions (the console's CRM metrics).")] = None,
+    campaign_history: Annotated[Path | None, typer.Option(
+        help="Source config of past campaigns (the console's campaign results).")] = None,
+    console_users: Annotated[Path | None, typer.Option(
+        help="Console users file (`retention console add-user`).")] = None,
+    home: Annotated[Path | None, typer.Option(
+        help="State folder (MLflow store, campaign log, service config); default "
+             "$RETENTION_HOME or ~/.local/share/retention.")] = None,
     config: Annotated[Path | None, typer.Option(help="A service config YAML instead of the "
                                                      "options above.")] = None,
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
 ) -> None:
-    """Serve scores, risk lists and offers over HTTP (BentoML), from the champion model."""
-    from serving.config import ENV, load_config
+    """Serve scores, risk lists, offers and the console over HTTP (BentoML), from the
+    champion model."""
+    from features.campaign_log import CampaignLog
+    from features.home import HOME_ENV, campaign_log_url, serve_config_path, write_private
+    from serving.config import API_KEY_ENV, ENV, load_config
     from serving.offers import load_catalogue
     from serving.state import champion
     from training import registry
 
+    env = dict(os.environ)
+    if home is not None:
+        env[HOME_ENV] = os.environ[HOME_ENV] = str(home.expanduser().resolve())
+    if api_key:
+        env[API_KEY_ENV] = os.environ[API_KEY_ENV] = api_key
     if config is None:
         raw = {"features": features, "offers": offers, "customers": customers, "store": store,
-               "campaign_log": _absolute_sqlite(campaign_log), "tracking_uri": tracking_uri,
-               "api_key": api_key}
+               "campaign_log": _absolute_sqlite(campaign_log or campaign_log_url()),
+               "tracking_uri": tracking_uri, "transactions": transactions,
+               "campaign_history": campaign_history, "console_users": console_users}
         raw = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in raw.items()
                if v is not None}
         if not raw.get("tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
             raw["tracking_uri"] = registry.configure()
-        config = Path("data/serve.yaml").resolve()
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+        config = serve_config_path()
+        write_private(config, yaml.safe_dump(raw, sort_keys=False))
     cfg = load_config(config)
     if cfg.offers:
         load_catalogue(cfg.offers)
+    if _new_sqlite(cfg.campaign_log):
+        CampaignLog(cfg.campaign_log)
+        console.print(f"new campaign log at {cfg.campaign_log}")
     registry.configure(cfg.tracking_uri)
     version, _ = champion(cfg.model_alias)
     console.print(f"serving {registry.RegisteredModel.SCORER} v{version} on http://{host}:{port} "
-                  f"(config {config})")
-    env = {**os.environ, ENV: str(config.resolve()), "RETENTION_PORT": str(port)}
+                  f"(config {config}); console at http://{host}:{port}/console/")
+    env.update({ENV: str(config.resolve()), "RETENTION_PORT": str(port)})
     bentoml = Path(sys.executable).with_name("bentoml")
     args = [str(bentoml), "serve", "serving.service:Retention", "--host", host,
             "--port", str(port), "--working-dir", str(ROOT)]
     os.execve(args[0], args, env)
+
+
+def _new_sqlite(url: str) -> bool:
+    """True for a SQLite URL whose file does not exist yet."""
+    return url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()
 
 
 def _absolute_sqlite(url: str) -> str:

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from features.errors import DataError, config_error
+from features.home import campaign_log_url
 
 ENV = "RETENTION_SERVE_CONFIG"
 API_KEY_ENV = "RETENTION_API_KEY"
@@ -45,13 +46,14 @@ class ServeConfig(BaseModel):
     store: str = Field("memory", description="'memory' (in-process, from `features`) or a "
                                              "redis:// URL shared by replicas")
     tracking_uri: str | None = Field(None, description="MLflow URI; default $MLFLOW_TRACKING_URI "
-                                                       "or ./mlruns")
+                                                       "or mlruns/ in the state home")
     model_alias: str = "champion"
     offers: Path | None = Field(None, description="Offer catalogue YAML")
     customers: Path | None = Field(None, description="Source config of the customers table "
                                                      "(consent_<channel> columns)")
-    campaign_log: str = Field("sqlite:///data/campaign_log.db",
-                              description="SQLAlchemy URL of the campaign log (/feedback sink)")
+    campaign_log: str = Field(default_factory=campaign_log_url,
+                              description="SQLAlchemy URL of the campaign log (/feedback sink); "
+                                          "default data/campaign_log.db in the state home")
     api_key: str | None = Field(None, description=f"API key; ${API_KEY_ENV} overrides")
     max_ids: int = Field(1000, ge=1, description="Most customer ids or rows in one request")
     max_body_bytes: int = Field(2_000_000, ge=1024)

@@ -1,8 +1,9 @@
 """The BentoML service: per-customer scores, risk lists, offer recommendations and feedback.
 
 Start with `retention serve` or `bentoml serve serving.service:Retention` (configuration from
-$RETENTION_SERVE_CONFIG, see serving/config.py). Every endpoint but health needs the header
-X-API-Key. Logs carry customer ids only, never their attributes.
+$RETENTION_SERVE_CONFIG, see serving/config.py). Every endpoint but health and the API docs
+needs the header X-API-Key (serving/middleware.py). Logs carry customer ids only, never their
+attributes.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from pydantic import Field
 
 from features.campaign_log import CampaignLog
 from features.contract import Channel
+from features.csv_safe import write_csv
 from serving import answers
 from serving.bentoml_fixes import cancel_request_timers
 from serving.config import load_config
 from serving.microbatch import MicroBatcher
-from serving.middleware import Guard
+from serving.middleware import CONSOLE_PATH, CSV_PATH, Guard
 from serving.schemas import (
     MAX_IDS,
     FeatureRow,
@@ -87,7 +89,7 @@ class Retention:
     def __init__(self) -> None:
         self.config = load_config()
         self.live = Live(self.config)
-        self.campaign_log = CampaignLog(self.config.campaign_log)
+        self.campaign_log = CampaignLog(self.config.campaign_log, create=False)
         self.batcher = MicroBatcher(self._score_rows, max_items=self.config.max_ids)
         # The loaded models and snapshot live as long as the process: keep them out of the
         # garbage collector's full passes, which would otherwise stall requests.
@@ -128,15 +130,16 @@ class Retention:
         return RiskListResponse(model_version=served.model_version, as_of=served.as_of,
                                 matched=matched, results=answers.risk_scores(served, top))
 
-    @bentoml.api(route="/risk_list.csv")
+    @bentoml.api(route=CSV_PATH)
     def risk_list_csv(self, top_n: TopN = 100, filters: RiskFilters | None = None) -> str:
-        """The same list as CSV, for a spreadsheet or a CRM import."""
+        """The same list as CSV, for a spreadsheet or a CRM import (served as an attachment,
+        text that would start a spreadsheet formula quoted: features/csv_safe.py)."""
         req = RiskListRequest(top_n=top_n, filters=filters or RiskFilters())
         _, top = answers.risk_list(self.live.current, req)
-        return top.reset_index().to_csv(index=False)
+        return write_csv(top.reset_index())
 
     @bentoml.api(route="/recommend")
-    def recommend(self, customer_ids: Ids, k: Annotated[int, Field(ge=0, le=50)] = 5,
+    def recommend(self, customer_ids: Ids, k: Annotated[int, Field(ge=0, le=50, strict=True)] = 5,
                   channel: Channel | None = None, campaign_id: Id = "default"
                   ) -> RecommendResponse:
         """Per customer: offers ranked by expected incremental value minus cost (or none),
@@ -156,8 +159,8 @@ class Retention:
     def feedback(self, events: Events) -> FeedbackResponse:
         """Campaign events (sent, opened, converted with revenue) into the campaign log."""
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        rows = [{**e.model_dump(), "at": e.at or now} for e in events]
-        return FeedbackResponse(written=self.campaign_log.append(rows))
+        rows = [e.model_dump() for e in events]  # `at` as sent: a retry has the same key
+        return FeedbackResponse(written=self.campaign_log.append(rows, received_at=now))
 
     @bentoml.api(route="/metadata")
     def metadata(self) -> Metadata:
@@ -176,8 +179,19 @@ class Retention:
 def _guard() -> None:
     cfg = load_config()
     Retention.add_asgi_middleware(Guard, api_key=cfg.api_key or "",
-                                  max_body_bytes=cfg.max_body_bytes)
+                                  max_body_bytes=cfg.max_body_bytes,
+                                  api_routes=[api.route for api in Retention.apis.values()])
+
+
+def _console() -> None:
+    """The console's pages under CONSOLE_PATH, reading the bundle the API serves."""
+    from serving.console import ConsoleSettings, create_console
+
+    app = create_console(lambda: bentoml.get_current_service().live.current,
+                         ConsoleSettings.from_serve_config(load_config()))
+    Retention.mount_asgi_app(app, path=CONSOLE_PATH)
 
 
 if os.environ.get("RETENTION_SERVE_CONFIG"):
     _guard()
+    _console()

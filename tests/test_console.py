@@ -12,8 +12,6 @@ import csv
 import dataclasses
 import datetime as dt
 import io
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -37,25 +35,13 @@ from serving.console.app import _csv_chunks
 from serving.console.auth import PRE_COOKIE, SESSION_COOKIE, add_user
 from serving.console.bundle import RiskFilter, derive, filtered_positions
 from serving.state import Live
+from tests.conftest import free_port, run
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 USER, PASSWORD = "maria", "correct horse battery"
 END = "2024-01-01"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run(*args: str, cwd: Path) -> None:
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MLFLOW_")}
-    done = subprocess.run([str(BIN / "retention"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 class ConsoleServer:

@@ -4,119 +4,26 @@ reload under load, the Redis store, and schemathesis against the service's OpenA
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from features.campaign_log import CampaignLog, campaign_frame
-from features.synthetic import SyntheticConfig, generate, write
 from serving.offers import load_catalogue
+from tests.conftest import BIN, END, KEY, ROOT, clean_env, run, schemathesis
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-KEY = "test-key"
-END = "2024-01-01"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without MLflow settings earlier tests left behind
-    (mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI)."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}, **extra}
-
-
-def run(*args: str, cwd: Path) -> str:
-    """A `retention` command in `cwd`: its MLflow store is cwd/mlruns unless told otherwise."""
-    done = subprocess.run([str(BIN / "retention"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=900, env=clean_env())
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
-
-
-class Deployment:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.tracking = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
-        self.client = httpx.Client(base_url=self.url, headers={"X-API-Key": KEY}, timeout=60)
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = clean_env(RETENTION_SERVE_CONFIG=str(self.home / "serve.yaml"),
-                        RETENTION_PORT=str(self.port))
-        self.log_path = self.home / f"server-{time.time_ns()}.log"
-        self.log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "serving.service:Retention", "--host", "127.0.0.1",
-             "--port", str(self.port), "--working-dir", str(ROOT)],
-            cwd=self.home, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            text = self.log_path.read_text()
-            assert self.proc.poll() is None and "startup failed" not in text, text[-3000:]
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError("service did not become ready in 180 s")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        self.log.close()
-
-    def post(self, path: str, body: object) -> httpx.Response:
-        return self.client.post(path, json=body)
-
-
-@pytest.fixture(scope="module")
-def dep(tmp_path_factory):
-    home = tmp_path_factory.mktemp("serve")
-    data = generate(SyntheticConfig(n_customers=1200, seed=3))
-    paths = write(data, home / "demo")
-    (home / "train.yaml").write_text("n_estimators: 60\n")
-    run("features", "build", "--source", str(paths["transactions"]), "--as-of",
-        f"2023-10-01,{END}", "--horizon", "90d", "--out", str(home / "snapshot"), cwd=home)
-    run("train", "--source", str(paths["transactions"]), "--config", str(home / "train.yaml"),
-        "--promote", cwd=home)
-    run("train", "uplift", "--campaign-log", str(paths["campaign_log"]), "--features",
-        str(home / "snapshot"), "--promote", cwd=home)
-    d = Deployment(home)
-    (home / "serve.yaml").write_text(yaml.safe_dump({
-        "features": str(home / "snapshot"), "offers": str(ROOT / "configs/offers/demo.yaml"),
-        "customers": str(paths["customers"]), "campaign_log": f"sqlite:///{home / 'log.db'}",
-        "tracking_uri": d.tracking, "api_key": KEY, "reload_seconds": 1.0}))
-    d.customers = data.customers
-    d.transactions = data.transactions
-    d.snapshot = pd.read_parquet(home / "snapshot" / f"as_of={END}" / "part-0.parquet")
-    d.start()
-    yield d
-    d.stop()
+WHAT_IF = {"customer_id": "what-if", "frequency": 4, "recency": 200, "T": 300,
+           "monetary_value": 60, "days_since_last": 100, "tenure_days": 300, "total_orders": 5,
+           "total_spend": 300, "avg_order_value": 60}  # the README's example row
 
 
 def known_ids(dep, n: int) -> list[str]:
@@ -170,12 +77,40 @@ def test_api_key_is_required_except_for_health(dep):
                                    "monetary_value": 5, "days_since_last": 1, "tenure_days": 10,
                                    "total_orders": 2, "total_spend": 9,
                                    "avg_order_value": 4.5}]}, 422, "recency"),
+    ("/feedback", {"events": [{"event": "sent", "customer_id": "c1", "campaign_id": "x",
+                               "at": "0001-01-01T00:00:00+14:00"}]}, 422, "before 2000"),
+    ("/feedback", {"events": [{"event": "sent", "customer_id": "c1", "campaign_id": "x",
+                               "at": "9999-12-31T23:59:59-14:00"}]}, 422, "future"),
+    ("/feedback", {"events": [{"event": "sent", "customer_id": "c\x00", "campaign_id": "x"}]},
+     422, "events.0.customer_id"),
+    ("/risk_list", {"top_n": True}, 422, "top_n"),
+    ("/score_features", {"rows": [{**WHAT_IF, "frequency": 100_000, "recency": 0, "T": 0,
+                                   "tenure_days": 1}]}, 422, "frequency"),
+    ("/score_features", {"rows": [{**WHAT_IF, "frequency": 250}]}, 422, "frequency (250) "
+                                                                         "exceeds recency"),
+    ("/score_features", {"rows": [{**WHAT_IF, "days_since_last": 40}]}, 422, "days_since_last"),
+    ("/score_features", {"rows": [{**WHAT_IF, "orders_30d": 2, "orders_90d": 1}]}, 422,
+     "orders_30d"),
+    ("/score_features", {"rows": [{**WHAT_IF, "orders_90d": 1}]}, 422, "orders_90d (1) must be 0"),
+    ("/score_features", {"rows": [{**WHAT_IF, "as_of": "0001-01-01"}]}, 422, "as_of"),
 ])
 def test_bad_requests_get_a_4xx_with_a_one_line_message(dep, path, body, status, says):
     r = dep.post(path, body)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert says in error and "\n" not in error
+
+
+@pytest.mark.parametrize(("path", "raw", "says"), [
+    ("/feedback", '{"events": [{"event": "sent", "customer_id": "c1", "campaign_id": "x", '
+                  '"revenue": NaN}]}', "revenue"),
+    ("/risk_list", '{"filters": {"min_clv": Infinity}}', "min_clv"),
+    ("/risk_list", '{"filters": {"min_value_at_risk": -Infinity}}', "min_value_at_risk"),
+])
+def test_nan_and_infinity_literals_are_refused(dep, path, raw, says):
+    r = dep.client.post(path, content=raw.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert says in r.json()["error"] and "finite" in r.json()["error"]
 
 
 def test_malformed_oversized_and_non_json_bodies(dep):
@@ -327,13 +262,19 @@ def test_products_exclude_what_was_bought_and_unknowns_get_popular_ones(dep):
     assert all("popular" in p["reason"] for p in new["products"])
 
 
+def ago(**delta: float) -> str:
+    """An ISO time this long before now (UTC)."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(**delta)).isoformat()
+
+
 def test_feedback_feeds_the_campaign_log_and_contact_caps(dep):
     ids = known_ids(dep, 400)
     body = dep.post("/recommend", {"customer_ids": ids, "campaign_id": "caps", "k": 0}).json()
     target = next(x for x in body["results"] if x["status"] == "ok")
     cid, offer = target["customer_id"], target["offers"][0]
-    events = [{"event": "sent", "customer_id": cid, "campaign_id": "caps",
-               "offer_id": offer["offer_id"], "channel": offer["channel"]} for _ in range(2)]
+    events = [{"event": "sent", "customer_id": cid, "campaign_id": "caps",  # two contacts
+               "offer_id": offer["offer_id"], "channel": offer["channel"], "at": at}
+              for at in (ago(hours=30), ago(hours=2))]
     events += [{"event": "converted", "customer_id": cid, "campaign_id": "caps",
                 "offer_id": offer["offer_id"], "revenue": 42.5}]
     r = dep.post("/feedback", {"events": events})
@@ -461,19 +402,14 @@ def test_redis_store_shares_snapshots_and_refreshes_without_restart(dep, redis_u
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(dep):
-    report = dep.home / "schemathesis.ndjson"
-    done = subprocess.run(
-        [str(BIN / "schemathesis"), "run", f"{dep.url}/docs.json", "-H", f"X-API-Key: {KEY}",
-         "--checks", "not_a_server_error,response_schema_conformance", "-n", "100",
-         "--seed", "7", "--report", "ndjson", "--report-ndjson-path", str(report)],
-        capture_output=True, text=True, timeout=900, cwd=dep.home)
-    assert done.returncode == 0, done.stdout[-4000:]
-    import re
+    generated, failures, out = schemathesis(dep)
+    assert failures == 0, out[-4000:]
+    assert generated >= 1000, out[-2000:]
 
-    m = re.search(r"(\d+) generated, (\d+) passed", done.stdout)
-    assert m, done.stdout[-2000:]
-    generated, passed = int(m.group(1)), int(m.group(2))
-    assert generated >= 1000 and passed == generated, done.stdout[-2000:]
+
+def test_readme_what_if_row_is_accepted(dep):
+    r = dep.post("/score_features", {"rows": [WHAT_IF]})
+    assert r.status_code == 200, r.text
 
 
 @pytest.mark.postgres
@@ -510,3 +446,13 @@ def test_batch_scoring_writes_the_risk_list_to_parquet_csv_and_postgres(dep, pg_
                           "--out", "x.csv", "--high-risk", "0.2", "--tracking-uri", dep.tracking],
                          cwd=dep.home, capture_output=True, text=True, env=clean_env())
     assert bad.returncode == 2 and "medium must be below high" in bad.stderr, bad.stderr
+
+
+def test_the_console_is_served_by_the_service_behind_its_own_sign_in(dep):
+    anonymous = httpx.Client(base_url=dep.url, timeout=30)  # no API key: a browser
+    page = anonymous.get("/console/", follow_redirects=False)
+    assert page.status_code in (302, 303, 307) and "/console/signin" in page.headers["location"]
+    form = anonymous.get("/console/signin")
+    assert form.status_code == 200 and form.headers["content-type"].startswith("text/html")
+    assert "<form" in form.text and "password" in form.text.lower()
+    assert anonymous.post("/score", json={"customer_ids": ["x"]}).status_code == 401

@@ -1,8 +1,9 @@
 """MLflow tracking and registry: log training runs, register `customer-scorer` and `uplift`,
 promote, roll back, and load what serving needs.
 
-Embedded by default: a SQLite store and local artifacts under ./mlruns. Any MLFLOW_TRACKING_URI
-works instead, e.g. a team's `mlflow server` backed by PostgreSQL.
+Embedded by default: a SQLite store and local artifacts under `mlruns/` of the state home
+(`features.home`). Any MLFLOW_TRACKING_URI works instead, e.g. a team's `mlflow server` backed
+by PostgreSQL.
 
 - `names`: the registered models, aliases and version tags (`RegisteredModel`, `Alias`, `Tag`);
 - `tracking`: `configure`, one run per training job (`log_training`, `log_uplift`, ...);

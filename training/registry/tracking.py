@@ -19,6 +19,7 @@ import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 
+from features.home import mlruns_dir
 from training.candidates import OURS
 from training.evaluate import Metric
 from training.registry.names import EXPERIMENT, RECOMMENDER_ARTIFACT, Alias, RegisteredModel, Tag
@@ -35,18 +36,24 @@ if TYPE_CHECKING:
 
 
 def configure(tracking_uri: str | None = None, home: str | Path | None = None) -> str:
-    """Point MLflow at `tracking_uri`, $MLFLOW_TRACKING_URI, or the embedded ./mlruns store.
+    """Point MLflow at `tracking_uri`, $MLFLOW_TRACKING_URI, or the embedded store.
 
-    Embedded: a SQLite store and local artifacts under `home` (default ./mlruns). Any MLflow
-    URI works instead, e.g. a team's `mlflow server` backed by PostgreSQL.
+    Embedded: a SQLite database and local artifacts under `home` (default: `mlruns/` of the
+    state home, `features.home`), whatever folder this runs from. A SQLite URI given by the
+    caller or the environment keeps its artifacts beside its database, not in the working
+    directory. Any MLflow URI works instead, e.g. a team's `mlflow server` on PostgreSQL.
     """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     artifact_root = None
     if not uri:
-        root = Path(home or "mlruns").resolve()
+        root = Path(home).resolve() if home else mlruns_dir()
         root.mkdir(parents=True, exist_ok=True)
         uri = f"sqlite:///{root / 'mlflow.db'}"
         artifact_root = (root / "artifacts").as_uri()
+    elif uri.startswith("sqlite:///"):
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        artifact_root = (database.resolve().parent / "artifacts").as_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
