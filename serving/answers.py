@@ -123,10 +123,15 @@ def risk_scores(served: Served, top: pd.DataFrame) -> list[CustomerScore]:
             for cid, row in top.to_dict("index").items()]
 
 
+# The hold-out of answers that name no campaign (the same customers on every call).
+DEFAULT_CAMPAIGN = "default"
+
+
 def recommend(served: Served, req: RecommendRequest, log: CampaignLog | None,
               now: dt.datetime) -> tuple[list[Recommendation], list[dict]]:
     """Per customer: control hold-out, consent, caps and eligibility, then offers ranked by
-    net expected value, plus products. Returns the answers and the `assigned` events to log."""
+    net expected value, plus products. Returns the answers and the `assigned` events to log
+    (none when the request names no campaign)."""
     cat = served.catalogue
     ids = list(dict.fromkeys(req.customer_ids))
     history = _contacts(log, ids, cat, now)
@@ -138,7 +143,7 @@ def recommend(served: Served, req: RecommendRequest, log: CampaignLog | None,
         if rec.status != "control":
             rec.products = products.get(cid, [])
         answers[cid] = rec
-        if rec.arm is not None:
+        if rec.arm is not None and req.campaign_id is not None:
             top = rec.offers[0] if rec.offers else None
             assigned.append({"event": "assigned", "at": now, "customer_id": cid,
                              "campaign_id": req.campaign_id, "arm": rec.arm,
@@ -181,9 +186,10 @@ def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: s
     if cat is None:
         return Recommendation(customer_id=cid, status="no_offer",
                               reason="the service runs without an offer catalogue")
-    if in_control(req.campaign_id, cid, cat.control_share):
+    campaign = req.campaign_id or DEFAULT_CAMPAIGN
+    if in_control(campaign, cid, cat.control_share):
         return Recommendation(customer_id=cid, status="control", arm="control",
-                              reason=f"held out as control for campaign {req.campaign_id} "
+                              reason=f"held out as control for campaign {campaign} "
                                      f"({cat.control_share:.0%} of customers)")
     policy = cat.contact_policy
     window = now - dt.timedelta(days=policy.window_days)

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from features.cli import data_app, demo_data_cmd, features_app
 from features.errors import DataError
-from serving.commands import publish_cmd, score_cmd, serve_cmd
+from serving.commands import campaign_log_app, publish_cmd, score_cmd, serve_cmd
 from serving.console.report import report_cmd
 from serving.console.users import console_app
 from training.cli import models_app, train_app
@@ -17,7 +17,7 @@ from training.models.errors import ModelInputError
 
 app = typer.Typer(
     help="Churn and targeting service: data, features, train, models, score, serve, report, "
-         "console.",
+         "console, campaign-log.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -30,6 +30,7 @@ app.command("score")(score_cmd)
 app.command("serve")(serve_cmd)
 app.command("report")(report_cmd)
 app.add_typer(console_app, name="console")
+app.add_typer(campaign_log_app, name="campaign-log")
 features_app.command("publish")(publish_cmd)
 
 

@@ -163,3 +163,29 @@ def publish_cmd(
     frame = MemoryStore(features).snapshot()
     version = RedisStore(to).publish(frame)
     console.print(f"published {len(frame):,} customers as {version} to {to}")
+
+
+campaign_log_app = typer.Typer(help="The service's campaign log.", no_args_is_help=True)
+
+
+@campaign_log_app.command("prune")
+def prune_cmd(
+    before: Annotated[str, typer.Option(help="Delete events that happened before this date "
+                                             "(YYYY-MM-DD).")],
+    url: Annotated[str | None, typer.Option(
+        help="Campaign log URL (default: data/campaign_log.db in the state home).")] = None,
+    home: Annotated[Path | None, typer.Option(help="State folder (default $RETENTION_HOME or "
+                                                   "~/.local/share/retention).")] = None,
+) -> None:
+    """Delete old campaign events: the log keeps every event until it is pruned."""
+    import datetime as dt
+
+    from features.campaign_log import CampaignLog
+    from features.home import campaign_log_url
+
+    try:
+        cutoff = dt.datetime.fromisoformat(before)
+    except ValueError:
+        raise DataError(f"--before {before!r}: expected a date, YYYY-MM-DD") from None
+    deleted = CampaignLog(url or campaign_log_url(home), create=False).prune(cutoff)
+    console.print(f"deleted {deleted:,} events before {cutoff:%Y-%m-%d}")

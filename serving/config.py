@@ -57,6 +57,11 @@ class ServeConfig(BaseModel):
     api_key: str | None = Field(None, description=f"API key; ${API_KEY_ENV} overrides")
     max_ids: int = Field(1000, ge=1, description="Most customer ids or rows in one request")
     max_body_bytes: int = Field(2_000_000, ge=1024)
+    log_rows_per_second: float = Field(200.0, gt=0, description="Campaign-log rows (feedback "
+                                       "events, assignments) a worker writes per second at most")
+    log_rows_burst: int = Field(5000, ge=1000, description="Rows a worker may write at once "
+                                "before `log_rows_per_second` applies (>= the most ids or "
+                                "events in one request)")
     reload_seconds: float = Field(5.0, gt=0, description="How often to look for a new champion "
                                                          "or feature snapshot")
     risk_bands: RiskBands = RiskBands()

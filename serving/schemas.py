@@ -38,9 +38,9 @@ def _plausible_as_of(v: dt.date) -> dt.date:
 
 
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (NUL breaks PostgreSQL text)
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
-LogId = Annotated[str, Field(min_length=1, max_length=128,
-                             pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$")]
+# Every id a client sends: printable, with at least one character that is not a space.
+Id = Annotated[str, Field(min_length=1, max_length=128,
+                          pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$")]
 Ids = Annotated[list[Id], Field(min_length=1, max_length=MAX_IDS)]
 TopN = Annotated[int, Field(ge=1, le=10_000, strict=True)]
 Label = Annotated[str, Field(min_length=1, max_length=64, pattern=PRINTABLE)]
@@ -205,7 +205,9 @@ class RecommendRequest(Request):
     k: int = Field(5, ge=0, le=50, description="products to recommend per customer")
     channel: Channel | None = Field(None, description="only offers on this channel; default: "
                                                       "the cheapest consented channel per offer")
-    campaign_id: Id = "default"
+    campaign_id: Id | None = Field(
+        None, description="the campaign this is for: its control group, and an `assigned` row "
+                          "per customer in the campaign log; without one, nothing is logged")
 
 
 class OfferChoice(BaseModel):
@@ -238,7 +240,7 @@ class Recommendation(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    campaign_id: str
+    campaign_id: str | None
     catalogue_version: str | None
     model_version: str
     results: list[Recommendation]
@@ -246,8 +248,11 @@ class RecommendResponse(BaseModel):
 
 class FeedbackEvent(Request):
     event: EngineEvent
-    customer_id: LogId  # written to the campaign log as sent
-    campaign_id: LogId
+    event_id: Id | None = Field(None, description="the event's own id: a retry with the same "
+                                                  "id is written once (default: the event's "
+                                                  "fields and `at` make its key)")
+    customer_id: Id  # written to the campaign log as sent
+    campaign_id: Id
     offer_id: str = Field("", max_length=128, pattern=PRINTABLE)
     channel: Channel | None = None
     revenue: Money = 0.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import math
 import os
 from http import HTTPStatus
 from typing import Annotated
@@ -24,6 +25,7 @@ from features.csv_safe import write_csv
 from serving import answers
 from serving.bentoml_fixes import cancel_request_timers
 from serving.config import load_config
+from serving.limits import WriteBudget
 from serving.microbatch import MicroBatcher
 from serving.middleware import CONSOLE_PATH, CSV_PATH, Guard
 from serving.schemas import (
@@ -72,6 +74,12 @@ cancel_request_timers()
 PORT = int(os.environ.get("RETENTION_PORT", "3000"))
 
 
+class TooManyRequests(bentoml.exceptions.BentoMLException):
+    """A client over its campaign-log write budget (answered 429 with Retry-After)."""
+
+    error_code = HTTPStatus.TOO_MANY_REQUESTS
+
+
 class Unprocessable(bentoml.exceptions.BentoMLException):
     """Well-formed rows the models cannot score (answered 422)."""
 
@@ -90,6 +98,8 @@ class Retention:
         self.config = load_config()
         self.live = Live(self.config)
         self.campaign_log = CampaignLog(self.config.campaign_log, create=False)
+        self.write_budget = WriteBudget(rate=self.config.log_rows_per_second,
+                                        burst=self.config.log_rows_burst)
         self.batcher = MicroBatcher(self._score_rows, max_items=self.config.max_ids)
         # The loaded models and snapshot live as long as the process: keep them out of the
         # garbage collector's full passes, which would otherwise stall requests.
@@ -140,15 +150,17 @@ class Retention:
 
     @bentoml.api(route="/recommend")
     def recommend(self, customer_ids: Ids, k: Annotated[int, Field(ge=0, le=50, strict=True)] = 5,
-                  channel: Channel | None = None, campaign_id: Id = "default"
+                  channel: Channel | None = None, campaign_id: Id | None = None
                   ) -> RecommendResponse:
         """Per customer: offers ranked by expected incremental value minus cost (or none),
-        and up to k products; a stable share of each campaign is held out as control."""
+        and up to k products; a stable share of each campaign is held out as control. A
+        request that names a campaign logs each customer's assignment (arm and offer)."""
         req = RecommendRequest(customer_ids=customer_ids, k=k, channel=channel,
                                campaign_id=campaign_id)
         served = self.live.current
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         results, assigned = answers.recommend(served, req, self.campaign_log, now)
+        self._may_write(len(assigned))
         self.campaign_log.append(assigned)
         cat = served.catalogue
         return RecommendResponse(campaign_id=campaign_id, model_version=served.model_version,
@@ -160,7 +172,16 @@ class Retention:
         """Campaign events (sent, opened, converted with revenue) into the campaign log."""
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         rows = [e.model_dump() for e in events]  # `at` as sent: a retry has the same key
+        self._may_write(len(rows))
         return FeedbackResponse(written=self.campaign_log.append(rows, received_at=now))
+
+    def _may_write(self, rows: int) -> None:
+        """Refuse (429) a request whose campaign-log rows exceed this worker's write budget."""
+        wait = self.write_budget.take(rows) if rows else 0.0
+        if wait:
+            raise TooManyRequests(
+                f"campaign-log write limit reached ({self.config.log_rows_per_second:g} rows/s, "
+                f"{self.config.log_rows_burst} at once): retry after {math.ceil(wait)} s")
 
     @bentoml.api(route="/metadata")
     def metadata(self) -> Metadata:

@@ -94,3 +94,19 @@ def test_prune_removes_only_older_events(log):
     log.append([sent("old", at=AT - dt.timedelta(days=400)), sent("new", at=AT)])
     assert log.prune(AT - dt.timedelta(days=365)) == 1
     assert log.frame()["customer_id"].tolist() == ["new"]
+
+
+def test_the_cli_prunes_the_log_in_the_home(tmp_path):
+    import subprocess
+    import sys
+
+    from features.home import campaign_log_url
+
+    log = CampaignLog(campaign_log_url(tmp_path))
+    log.append([sent("old", at=AT - dt.timedelta(days=400)), sent("new", at=AT)])
+    done = subprocess.run([sys.executable, "-m", "serving.cli", "campaign-log", "prune",
+                           "--before", "2023-06-01", "--home", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "deleted 1 events" in done.stdout
+    assert log.frame()["customer_id"].tolist() == ["new"]

@@ -16,10 +16,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from features.campaign_log import CampaignLog, campaign_frame
 from serving.offers import load_catalogue
-from tests.conftest import BIN, END, KEY, ROOT, clean_env, run, schemathesis
+from tests.conftest import BIN, END, KEY, ROOT, Deployment, clean_env, run, schemathesis
 
 WHAT_IF = {"customer_id": "what-if", "frequency": 4, "recency": 200, "T": 300,
            "monetary_value": 60, "days_since_last": 100, "tenure_days": 300, "total_orders": 5,
@@ -456,3 +457,55 @@ def test_the_console_is_served_by_the_service_behind_its_own_sign_in(dep):
     assert form.status_code == 200 and form.headers["content-type"].startswith("text/html")
     assert "<form" in form.text and "password" in form.text.lower()
     assert anonymous.post("/score", json={"customer_ids": ["x"]}).status_code == 401
+
+
+def test_a_retried_feedback_event_is_written_once(dep):
+    event = {"event": "converted", "customer_id": "retry-c1", "campaign_id": "retries",
+             "offer_id": "winback-10", "revenue": 12.5, "event_id": "order-8841"}
+    assert dep.post("/feedback", {"events": [event]}).json() == {"written": 1}
+    assert dep.post("/feedback", {"events": [event]}).json() == {"written": 0}  # the retry
+    again = {**event, "event_id": "order-8842"}  # another order, same fields
+    assert dep.post("/feedback", {"events": [again]}).json() == {"written": 1}
+
+
+def test_only_a_request_naming_a_campaign_logs_assignments(dep):
+    ids = known_ids(dep, 50)
+    log = CampaignLog(f"sqlite:///{dep.home / 'log.db'}")
+    before = len(log.frame())
+    body = dep.post("/recommend", {"customer_ids": ids, "k": 0}).json()
+    assert body["campaign_id"] is None and len(body["results"]) == len(ids)
+    assert len(log.frame()) == before
+    dep.post("/recommend", {"customer_ids": ids, "k": 0, "campaign_id": "named"})
+    assigned = log.frame().query("campaign_id == 'named' and event == 'assigned'")
+    assert set(assigned["customer_id"]) == {x for x in ids}
+
+
+@pytest.mark.parametrize("body", [
+    {"customer_ids": ["c1\x00"]},
+    {"customer_ids": ["   "]},
+    {"customer_ids": ["c1"], "campaign_id": "winter\tsale"},
+])
+def test_ids_with_control_characters_or_only_spaces_are_refused(dep, body):
+    r = dep.post("/recommend", body)
+    assert r.status_code == 422 and "error" in r.json()
+
+
+def test_a_client_over_its_write_budget_gets_429_with_retry_after(trained):
+    name = trained.serve_config("limited.yaml", trained.home / "snapshot", "limited.db")
+    config = yaml.safe_load((trained.home / name).read_text())
+    config.update(log_rows_per_second=1.0, log_rows_burst=1000)
+    (trained.home / name).write_text(yaml.safe_dump(config))
+    d = Deployment(trained.home, name)
+    d.start()
+    try:
+        events = [{"event": "opened", "customer_id": f"b{i}", "campaign_id": "burst"}
+                  for i in range(1000)]
+        assert d.post("/feedback", {"events": events}).json() == {"written": 1000}
+        more = [{**e, "campaign_id": "burst-2"} for e in events[:10]]
+        r = d.post("/feedback", {"events": more})
+        assert r.status_code == 429 and "write limit" in r.json()["error"]
+        assert int(r.headers["retry-after"]) >= 1
+        written = CampaignLog(f"sqlite:///{trained.home / 'limited.db'}").frame()
+        assert len(written) == 1000  # nothing of the refused request was written
+    finally:
+        d.stop()
