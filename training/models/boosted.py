@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import xgboost as xgb
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -145,6 +145,22 @@ class BoostedModel(BaseEstimator):
         if "feature_names_in_" in state and "n_features_in_" not in state:
             state["n_features_in_"] = len(state["feature_names_in_"])
         super().__setstate__(state)
+
+
+class TweedieRegressor(RegressorMixin, BoostedModel):
+    """A BoostedModel forecasting a non-negative total on XGBoost's Tweedie loss (many zeros,
+    a long right tail); subclasses set `tweedie_variance_power` in their `__init__`."""
+
+    objective = "reg:tweedie"
+    tweedie_variance_power: float
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.positive_only = True  # a forecast of a non-negative total
+        return tags
+
+    def _xgb_params(self) -> dict[str, object]:
+        return {**super()._xgb_params(), "tweedie_variance_power": self.tweedie_variance_power}
 
 
 class ShapTables:

@@ -6,13 +6,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import xgboost as xgb
-from sklearn.base import RegressorMixin
-from sklearn.utils import Tags
 
-from training.models.boosted import BoostedModel
+from training.models.boosted import TweedieRegressor
 
 
-class PurchasesRegressor(RegressorMixin, BoostedModel):
+class PurchasesRegressor(TweedieRegressor):
     """E[purchase days in H | features], kept >= 0 by the log link.
 
     Tweedie deviance rather than Poisson: purchase counts are overdispersed (most customers 0,
@@ -35,8 +33,6 @@ class PurchasesRegressor(RegressorMixin, BoostedModel):
     True
     """
 
-    objective = "reg:tweedie"
-
     def __init__(self, *, tweedie_variance_power: float = 1.5, n_estimators: int = 300,
                  max_depth: int = 4, learning_rate: float = 0.05, subsample: float = 0.8,
                  colsample_bytree: float = 0.8, min_child_weight: float = 5.0,
@@ -46,14 +42,6 @@ class PurchasesRegressor(RegressorMixin, BoostedModel):
                          colsample_bytree=colsample_bytree, min_child_weight=min_child_weight,
                          random_state=random_state, n_jobs=n_jobs)
         self.tweedie_variance_power = tweedie_variance_power
-
-    def __sklearn_tags__(self) -> Tags:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.positive_only = True
-        return tags
-
-    def _xgb_params(self) -> dict[str, object]:
-        return {**super()._xgb_params(), "tweedie_variance_power": self.tweedie_variance_power}
 
     def fit(self, X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike) -> PurchasesRegressor:
         """Fit on feature rows X and purchase counts y (>= 0)."""

@@ -6,13 +6,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import xgboost as xgb
-from sklearn.base import RegressorMixin
-from sklearn.utils import Tags
 
-from training.models.boosted import BoostedModel
+from training.models.boosted import TweedieRegressor
 
 
-class SpendRegressor(RegressorMixin, BoostedModel):
+class SpendRegressor(TweedieRegressor):
     """E[net spend in H | features]; negative net spend (refunds) is trained as 0.
 
     Hyper-parameters: those of `BoostedModel`, plus `tweedie_variance_power` (between 1,
@@ -31,8 +29,6 @@ class SpendRegressor(RegressorMixin, BoostedModel):
     True
     """
 
-    objective = "reg:tweedie"
-
     def __init__(self, *, tweedie_variance_power: float = 1.3, n_estimators: int = 300,
                  max_depth: int = 4, learning_rate: float = 0.05, subsample: float = 0.8,
                  colsample_bytree: float = 0.8, min_child_weight: float = 5.0,
@@ -42,14 +38,6 @@ class SpendRegressor(RegressorMixin, BoostedModel):
                          colsample_bytree=colsample_bytree, min_child_weight=min_child_weight,
                          random_state=random_state, n_jobs=n_jobs)
         self.tweedie_variance_power = tweedie_variance_power
-
-    def __sklearn_tags__(self) -> Tags:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.positive_only = True  # a forecast of non-negative spend
-        return tags
-
-    def _xgb_params(self) -> dict[str, object]:
-        return {**super()._xgb_params(), "tweedie_variance_power": self.tweedie_variance_power}
 
     def fit(self, X: npt.ArrayLike | pd.DataFrame, y: npt.ArrayLike) -> SpendRegressor:
         """Fit on feature rows X and net spend y (negative values count as 0)."""
