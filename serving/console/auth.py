@@ -30,6 +30,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.errors import DataError, config_error
+from features.home import write_private
 
 USER_ENV = "RETENTION_CONSOLE_USER"
 HASH_ENV = "RETENTION_CONSOLE_PASSWORD_HASH"
@@ -85,9 +86,8 @@ def add_user(path: Path, username: str, password: str) -> None:
         raise config_error(exc, path) from None
     kept = [u for u in current.users if u.username != username]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(UsersFile(users=[*kept, user]).model_dump(), sort_keys=False),
-                    encoding="utf-8")
-    path.chmod(0o600)
+    write_private(path, yaml.safe_dump(UsersFile(users=[*kept, user]).model_dump(),
+                                       sort_keys=False))
 
 
 def new_nonce() -> str:
