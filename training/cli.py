@@ -46,7 +46,8 @@ def train_cmd(
     test_as_of: Annotated[str | None, typer.Option(
         "--test-as-of", help="Evaluation as_of (default: data end - horizon).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(
-        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlruns SQLite).")] = None,
+        help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else SQLite in the "
+             "state home's mlruns/).")] = None,
     promote: Annotated[bool, typer.Option(help="Promote to champion if it beats the current "
                                                "one.")] = False,
 ) -> None:
@@ -84,7 +85,8 @@ def train_cmd(
         lineage = {"source": src.name, "location": src.location, "rows": len(result.accepted),
                    "digest": digest(result.accepted), "as_of": trained.cutoffs.test.isoformat(),
                    "horizon_days": cfg.horizon_days}
-        run_id, version = registry.log_training(trained, cfg, lineage, figures(trained))
+        run_id, version = registry.log_training(
+            trained, cfg, lineage, figures(trained, interval_target=cfg.interval_target))
         step("item-to-item recommender")
         recommender = ItemRecommender(exclude_items=list(src.non_product_codes))
         registry.log_recommender(run_id, recommender.fit(result.accepted))

@@ -98,7 +98,8 @@ def log_recommender(run_id: str, recommender: ItemRecommender) -> None:
         client.log_param(run_id, f"recommender_{key}", str(value)[:500])
 
 
-def model_card(result: TrainResult, lineage: Mapping[str, object]) -> str:
+def model_card(result: TrainResult, lineage: Mapping[str, object], *,
+               interval_target: float = 0.80) -> str:
     """A short markdown model card: data, cutoffs, choices, headline metrics and grades."""
     g = result.grades
     lines = [
@@ -109,7 +110,7 @@ def model_card(result: TrainResult, lineage: Mapping[str, object]) -> str:
         f"- horizon: {result.cutoffs.horizon_days} days; served components: "
         f"churn={result.scorer.churn_choice}, purchases={result.scorer.purchases_choice}, "
         f"spend={result.scorer.spend_choice}",
-        f"- value interval levels (calibrated to 80% on validation): "
+        f"- value interval levels (calibrated to hold {interval_target:.0%} on validation): "
         f"{result.scorer.interval_levels[0]:.3f}..{result.scorer.interval_levels[1]:.3f}",
         f"- overall grade: **{g['overall']['grade']}** — {g['overall']['explanation']}", "",
         "| metric | ours | best baseline | value | grade |", "|---|---:|---|---:|---|",
@@ -155,7 +156,7 @@ def log_training(result: TrainResult, cfg: TrainConfig, lineage: Mapping[str, ob
         for name, fig in figures.items():
             mlflow.log_figure(fig, f"plots/{name}.png")
             plt.close(fig)
-        mlflow.log_text(model_card(result, lineage), "model_card.md")
+        mlflow.log_text(model_card(result, lineage, interval_target=cfg.interval_target), "model_card.md")
         ours = result.metrics[OURS]
         tags = {Tag.CHURN_ROC_AUC: ours[Metric.CHURN_ROC_AUC],
                 Tag.PURCHASES_MAE: ours[Metric.PURCHASES_MAE],
