@@ -156,7 +156,8 @@ def log_training(result: TrainResult, cfg: TrainConfig, lineage: Mapping[str, ob
         for name, fig in figures.items():
             mlflow.log_figure(fig, f"plots/{name}.png")
             plt.close(fig)
-        mlflow.log_text(model_card(result, lineage, interval_target=cfg.interval_target), "model_card.md")
+        card = model_card(result, lineage, interval_target=cfg.interval_target)
+        mlflow.log_text(card, "model_card.md")
         ours = result.metrics[OURS]
         tags = {Tag.CHURN_ROC_AUC: ours[Metric.CHURN_ROC_AUC],
                 Tag.PURCHASES_MAE: ours[Metric.PURCHASES_MAE],
