@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from features.campaign_log import CampaignLog
+from features.home import HOME_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "configs" / "sources"
@@ -47,13 +49,21 @@ def run(*args: str, cwd: Path) -> str:
     return done.stdout
 
 
+WORKER_SCRIPT = "_bentoml_impl.worker.service"  # how BentoML starts each worker process
+
+
 class Deployment:
     """One `bentoml serve` of the service on a free loopback port, configured by
-    `home / config` (its MLflow store is home/mlruns)."""
+    `home / config` (its MLflow store is home/mlruns); `env` adds variables, e.g.
+    RETENTION_WORKERS. With `serve_args` it is started as `retention serve --config ...`
+    with those options instead."""
 
-    def __init__(self, home: Path, config: str = "serve.yaml") -> None:
+    def __init__(self, home: Path, config: str = "serve.yaml",
+                 env: dict[str, str] | None = None, serve_args: list[str] | None = None) -> None:
         self.home = home
         self.config = home / config
+        self.env = dict(env or {})
+        self.serve_args = serve_args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tracking = f"sqlite:///{home / 'mlruns' / 'mlflow.db'}"
@@ -62,14 +72,17 @@ class Deployment:
 
     def start(self) -> None:
         env = clean_env(RETENTION_SERVE_CONFIG=str(self.config),
-                        RETENTION_PORT=str(self.port))
+                        RETENTION_PORT=str(self.port), **self.env)
         self.log_path = self.home / f"server-{time.time_ns()}.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(BIN / "bentoml"), "serve", "serving.service:Retention", "--host", "127.0.0.1",
-             "--port", str(self.port), "--working-dir", str(ROOT)],
-            cwd=self.home, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        command = [str(BIN / "bentoml"), "serve", "serving.service:Retention", "--host",
+                   "127.0.0.1", "--port", str(self.port), "--working-dir", str(ROOT)]
+        if self.serve_args is not None:
+            env[HOME_ENV] = str(self.home)
+            command = [str(BIN / "retention"), "serve", "--config", str(self.config), "--host",
+                       "127.0.0.1", "--port", str(self.port), *self.serve_args]
+        self.proc = subprocess.Popen(command, cwd=self.home, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 180
         while time.time() < deadline:
             text = self.log_path.read_text()
@@ -93,6 +106,36 @@ class Deployment:
 
     def post(self, path: str, body: object) -> httpx.Response:
         return self.client.post(path, json=body)
+
+    def workers(self) -> list[int]:
+        """Pids of the live worker processes (children of the `bentoml serve` process)."""
+        import psutil
+
+        assert self.proc is not None
+        found = []
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                if WORKER_SCRIPT in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+                    found.append(child.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return sorted(found)
+
+    def started_workers(self) -> int:
+        """How many worker processes finished starting so far (each logs it once)."""
+        return self.log_path.read_text().count("Service retention initialized")
+
+    def wait_until(self, what: str, ready: Callable[[], bool], seconds: float = 120) -> None:
+        """Poll `ready` until it holds; fail naming `what` (with the server log) if it does
+        not within `seconds`, or if the service exits."""
+        deadline = time.time() + seconds
+        while not ready():
+            assert self.proc is not None and self.proc.poll() is None, \
+                self.log_path.read_text()[-3000:]
+            if time.time() > deadline:
+                raise AssertionError(f"{what}: not within {seconds:.0f} s\n"
+                                     f"{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -509,3 +509,17 @@ def test_a_client_over_its_write_budget_gets_429_with_retry_after(trained):
         assert len(written) == 1000  # nothing of the refused request was written
     finally:
         d.stop()
+
+
+def test_the_cli_training_run_logs_its_stage_times(dep):
+    import mlflow
+
+    from training import registry
+
+    registry.configure(dep.tracking)
+    run = mlflow.search_runs(experiment_names=[registry.EXPERIMENT],
+                             filter_string="tags.mlflow.runName LIKE 'train-%'").iloc[0]
+    stages = {c.removeprefix("metrics.stage_seconds.") for c in run.index
+              if c.startswith("metrics.stage_seconds.") and run[c] == run[c]}
+    assert {"read", "features", "btyd", "fit_select", "refit", "evaluate", "log",
+            "recommender"} <= stages

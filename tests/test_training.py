@@ -172,3 +172,8 @@ def test_the_alive_estimate_is_worded_for_the_side_it_pushes():
     assert safe["lowering"] == ["estimated 97% chance still active"]
     assert explain(contrib[["bg_p_alive", "bias"]], features[["bg_p_alive"]])[0]["raising"] == [
         "estimated 92% chance still active"]  # no P(no purchase) column to word it with
+
+
+def test_the_job_times_each_of_its_stages(result):
+    assert list(result.stage_seconds) == ["features", "btyd", "fit_select", "refit", "evaluate"]
+    assert all(seconds > 0 for seconds in result.stage_seconds.values())

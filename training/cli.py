@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -50,6 +54,9 @@ def train_cmd(
              "state home's mlruns/).")] = None,
     promote: Annotated[bool, typer.Option(help="Promote to champion if it beats the current "
                                                "one.")] = False,
+    recommender: Annotated[bool, typer.Option(help="Also fit the item-to-item product "
+                                                   "recommender and store it with the run.")
+                           ] = True,
 ) -> None:
     """Train churn, purchases and value models, evaluate them out of time against the
     baselines, log everything to MLflow and register a `challenger` version."""
@@ -61,7 +68,7 @@ def train_cmd(
     from training import registry
     from training.models.recommender import ItemRecommender
     from training.report import figures
-    from training.train import TrainConfig, train
+    from training.train import Stages, TrainConfig, train
 
     raw = yaml.safe_load(config.read_text()) if config else {}
     if horizon:
@@ -74,23 +81,32 @@ def train_cmd(
         raise config_error(exc, config or "options") from None
     src = load_source_config(source)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console) as progress:
+                  console=console) as progress, quiet_mlflow():
         task = progress.add_task(f"read + validate {src.name}")
-        result = load(src)
         step = lambda text: progress.update(task, description=text)  # noqa: E731
+        stages = Stages(step)
+        stages("read", f"read + validate {src.name}")
+        result = load(src)
         data_end = src.extracted_at.date() if src.extracted_at else None
+        stages("train", "training")
         trained = train(result.accepted, cfg, data_end=data_end, step=step)
-        step("plots + MLflow")
+        stages("log", "plots + MLflow")
         uri = registry.configure(tracking_uri)
         lineage = {"source": src.name, "location": src.location, "rows": len(result.accepted),
                    "digest": digest(result.accepted), "as_of": trained.cutoffs.test.isoformat(),
                    "horizon_days": cfg.horizon_days}
         run_id, version = registry.log_training(
             trained, cfg, lineage, figures(trained, interval_target=cfg.interval_target))
-        step("item-to-item recommender")
-        recommender = ItemRecommender(exclude_items=list(src.non_product_codes))
-        registry.log_recommender(run_id, recommender.fit(result.accepted))
+        if recommender:
+            stages("recommender", "item-to-item recommender")
+            model = ItemRecommender(exclude_items=list(src.non_product_codes))
+            registry.log_recommender(run_id, model.fit(result.accepted))
+        seconds = {**stages.close(), **trained.stage_seconds}
+        seconds.pop("train")
+        registry.log_stage_seconds(run_id, seconds)
     print_report(trained)
+    console.print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+                  highlight=False)
     console.print(f"MLflow run {run_id} at {uri}; registered {registry.RegisteredModel.SCORER} "
                   f"v{version} as challenger")
     if promote:
@@ -131,7 +147,8 @@ def uplift_cmd(
         figures[f"qini_{arm}"] = qini_plot(rows["y"], (rows["arm"] == arm).astype(int),
                                            {arm: rows[f"uplift_{arm}"]}, title=f"Qini: {arm}")
     registry.configure(tracking_uri)
-    run_id, version = registry.log_uplift(run, campaign_log, figures)
+    with quiet_mlflow():
+        run_id, version = registry.log_uplift(run, campaign_log, figures)
     table = Table(title=f"uplift on the held-out half ({outcome}, features as of {as_of})")
     for col in ("offer", "uplift@30%", "Qini", "AUUC"):
         table.add_column(col)
@@ -146,6 +163,21 @@ def uplift_cmd(
                   "features left out)")
     if promote:
         console.print(registry.promote(registry.RegisteredModel.UPLIFT), markup=False)
+
+
+@contextlib.contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Keep MLflow's warnings (signature inference, deprecations) out of the user's terminal;
+    errors still show."""
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def print_report(result) -> None:

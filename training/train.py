@@ -14,6 +14,7 @@ end in the registered model (the as_of the service scores).
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -63,6 +64,29 @@ class TrainConfig(BaseModel):
     seed: int = 0
 
 
+class Stages:
+    """Wall time of each stage of a job: `stages(key, text)` ends the running stage, starts
+    `key` and reports `text` through `step` (a progress line)."""
+
+    def __init__(self, step: Callable[[str], None] = lambda _: None) -> None:
+        self.step = step
+        self.seconds: dict[str, float] = {}
+        self._running: tuple[str, float] | None = None
+
+    def __call__(self, key: str, text: str) -> None:
+        self.close()
+        self._running = (key, time.perf_counter())
+        self.step(text)
+
+    def close(self) -> dict[str, float]:
+        """End the running stage; every stage's seconds so far."""
+        if self._running is not None:
+            key, start = self._running
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+            self._running = None
+        return self.seconds
+
+
 @dataclass
 class TrainResult:
     """The registered scorer and everything the run reports about it."""
@@ -77,6 +101,7 @@ class TrainResult:
     churn_scores: dict[str, np.ndarray] = field(default_factory=dict)
     component_params: dict[str, float] = field(default_factory=dict)
     test_components: Components | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _xgb(cfg: TrainConfig) -> dict[str, object]:
@@ -119,18 +144,19 @@ def train(
     data_end = data_end or (ts.max().normalize() + pd.Timedelta(days=1)).date()
     cutoffs = plan_cutoffs(data_start, data_end, cfg.horizon_days, test_as_of=cfg.test_as_of,
                            n_train=cfg.n_train_cutoffs, step_days=cfg.train_step_days)
-    step(f"features for {len(cutoffs.train) + 2} cutoffs and the data end")
+    stages = Stages(step)
+    stages("features", f"features for {len(cutoffs.train) + 2} cutoffs and the data end")
     frames = build_frames(transactions,
                           [*cutoffs.train, cutoffs.validation, cutoffs.test, data_end],
                           cfg.horizon_days, data_end=data_end, lookback_days=cfg.lookback_days)
     latest = frames.pop(data_end)
-    step("BTYD components per cutoff")
+    stages("btyd", "BTYD components per cutoff")
     comps: dict[dt.date, Components] = {d: fit_components(f) for d, f in frames.items()}
     served_comps = fit_components(latest)
     stacked = {d: component_features(f, comps[d], cfg.horizon_days) for d, f in frames.items()}
     columns = [*FEATURES, *COMPONENT_FEATURES]
 
-    step("stage 1: fit on training cutoffs, choose on validation")
+    stages("fit_select", "stage 1: fit on training cutoffs, choose on validation")
     train_df = pd.concat([stacked[d] for d in cutoffs.train], ignore_index=True)
     stage1 = _fit_models(train_df, cfg, columns)
     val = stacked[cutoffs.validation]
@@ -141,7 +167,7 @@ def train(
                                                       seed=cfg.seed)[0]
     levels = clv.calibrate_levels(draws, centre, val["spend"].to_numpy(), cfg.interval_target)
 
-    step("stage 2: refit on training + validation cutoffs")
+    stages("refit", "stage 2: refit on training + validation cutoffs")
     final_df = pd.concat([stacked[d] for d in cutoffs.final_train], ignore_index=True)
     final = _fit_models(final_df, cfg, columns)
     scorer = CustomerScorer(
@@ -155,7 +181,7 @@ def train(
                   "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
     )
 
-    step("out-of-time evaluation on the test cutoff")
+    stages("evaluate", "out-of-time evaluation on the test cutoff")
     test = frames[cutoffs.test]
     scores = scorer.with_components(comps[cutoffs.test]).score(test, reasons=False)
     own = stacked[cutoffs.test]
@@ -172,7 +198,7 @@ def train(
     params.update({f"served_{k}": v for k, v in served_comps.params().items()})
     metrics[OURS]["recency_rule_days"] = threshold
     return TrainResult(scorer, cutoffs, metrics, grades, selection, evaluated, tables,
-                       churn_scores, params, comps[cutoffs.test])
+                       churn_scores, params, comps[cutoffs.test], dict(stages.close()))
 
 
 def _tracking(transactions: pd.DataFrame, test: pd.DataFrame, comp: Components,

@@ -98,6 +98,13 @@ def log_recommender(run_id: str, recommender: ItemRecommender) -> None:
         client.log_param(run_id, f"recommender_{key}", str(value)[:500])
 
 
+def log_stage_seconds(run_id: str, seconds: Mapping[str, float]) -> None:
+    """Wall time of each stage of the job, as metrics `stage_seconds.<stage>` of its run."""
+    client = MlflowClient()
+    for stage, value in seconds.items():
+        client.log_metric(run_id, f"stage_seconds.{stage}", round(float(value), 3))
+
+
 def model_card(result: TrainResult, lineage: Mapping[str, object], *,
                interval_target: float = 0.80) -> str:
     """A short markdown model card: data, cutoffs, choices, headline metrics and grades."""
