@@ -101,8 +101,9 @@ def train_cmd(
             stages("recommender", "item-to-item recommender")
             model = ItemRecommender(exclude_items=list(src.non_product_codes))
             registry.log_recommender(run_id, model.fit(result.accepted))
-        seconds = {**stages.close(), **trained.stage_seconds}
-        seconds.pop("train")
+        own = stages.close()
+        seconds = {"read": own["read"], **trained.stage_seconds,
+                   **{k: v for k, v in own.items() if k not in ("read", "train")}}
         registry.log_stage_seconds(run_id, seconds)
     print_report(trained)
     console.print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
