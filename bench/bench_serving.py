@@ -426,10 +426,14 @@ def measure_levels(name: str, port: int, payloads: list[bytes], levels: Sequence
 
 def serve_ours(home: Path, features: Path, tracking: str, service: str,
                service_dir: Path, log: Path) -> Server:
+    from features.campaign_log import CampaignLog
+
     config = home / "serve.yaml"
+    log_url = f"sqlite:///{home / 'campaign_log.db'}"
+    CampaignLog(log_url)  # the service starts only on an existing log
     config.write_text(yaml.safe_dump({
         "features": str(features), "tracking_uri": tracking, "api_key": KEY,
-        "campaign_log": f"sqlite:///{home / 'campaign_log.db'}",
+        "campaign_log": log_url,
     }), encoding="utf-8")
     port = free_port()
     env = {**os.environ, "RETENTION_SERVE_CONFIG": str(config), "RETENTION_PORT": str(port),
