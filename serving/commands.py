@@ -46,6 +46,13 @@ def serve_cmd(
                                                      "options above.")] = None,
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Worker processes, each holding the model and snapshot in memory; a "
+                    "worker that dies is restarted while the others answer. Default: the "
+                    "machine's cores.")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(
+        min=1, help="Requests a worker handles at once; past it, 503 with Retry-After "
+                    "instead of a queue (default 32).")] = None,
 ) -> None:
     """Serve scores, risk lists, offers and the console over HTTP (BentoML), from the
     champion model."""
@@ -65,13 +72,16 @@ def serve_cmd(
         raw = {"features": features, "offers": offers, "customers": customers, "store": store,
                "campaign_log": _absolute_sqlite(campaign_log or campaign_log_url()),
                "tracking_uri": tracking_uri, "transactions": transactions,
-               "campaign_history": campaign_history, "console_users": console_users}
+               "campaign_history": campaign_history, "console_users": console_users,
+               "max_in_flight": max_in_flight}
         raw = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in raw.items()
                if v is not None}
         if not raw.get("tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
             raw["tracking_uri"] = registry.configure()
         config = serve_config_path()
         write_private(config, yaml.safe_dump(raw, sort_keys=False))
+    elif max_in_flight is not None:
+        raise DataError("--max-in-flight: set max_in_flight in the --config file instead")
     cfg = load_config(config)
     if cfg.offers:
         load_catalogue(cfg.offers)
@@ -80,9 +90,12 @@ def serve_cmd(
         console.print(f"new campaign log at {cfg.campaign_log}")
     registry.configure(cfg.tracking_uri)
     version, _ = champion(cfg.model_alias)
+    workers = workers or os.cpu_count() or 1
     console.print(f"serving {registry.RegisteredModel.SCORER} v{version} on http://{host}:{port} "
-                  f"(config {config}); console at http://{host}:{port}/console/")
-    env.update({ENV: str(config.resolve()), "RETENTION_PORT": str(port)})
+                  f"with {workers} worker{'s' if workers > 1 else ''} (config {config}); "
+                  f"console at http://{host}:{port}/console/")
+    env.update({ENV: str(config.resolve()), "RETENTION_PORT": str(port),
+                "RETENTION_WORKERS": str(workers)})
     bentoml = Path(sys.executable).with_name("bentoml")
     args = [str(bentoml), "serve", "serving.service:Retention", "--host", host,
             "--port", str(port), "--working-dir", str(ROOT)]

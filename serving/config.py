@@ -64,6 +64,11 @@ class ServeConfig(BaseModel):
                                 "events in one request)")
     reload_seconds: float = Field(5.0, gt=0, description="How often to look for a new champion "
                                                          "or feature snapshot")
+    max_in_flight: int = Field(32, ge=1, description="Requests a worker handles at once (health "
+                               "checks aside); past it a request is answered 503 with "
+                               "Retry-After at once instead of waiting in a queue")
+    retry_after_seconds: int = Field(1, ge=1, le=3600, description="Retry-After of those 503s, "
+                                     "and of any 429 or 503 whose message names no wait")
     risk_bands: RiskBands = RiskBands()
     transactions: Path | None = Field(None, description="Source config of the transactions "
                                                         "(the console's CRM metrics and spend "

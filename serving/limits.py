@@ -46,3 +46,10 @@ class WriteBudget:
                 self._tokens -= rows
                 return 0.0
             return (rows - self._tokens) / self.rate
+
+
+# Set while this process builds a new bundle (a hot reload): the build holds the CPU for a
+# moment, and the requests that queue meanwhile are a transient backlog, not overload, so
+# admission allows REBUILD_HEADROOM times its usual requests in flight until it ends.
+REBUILDING = threading.Event()
+REBUILD_HEADROOM = 2

@@ -240,7 +240,8 @@ class Recommendation(BaseModel):
 
 
 class RecommendResponse(BaseModel):
-    campaign_id: str | None
+    campaign_id: str = Field(description="the campaign named by the request; empty when it "
+                                         "named none (nothing was logged)")
     catalogue_version: str | None
     model_version: str
     results: list[Recommendation]

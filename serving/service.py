@@ -13,6 +13,8 @@ import gc
 import logging
 import math
 import os
+import signal
+import sys
 from http import HTTPStatus
 from typing import Annotated
 
@@ -27,7 +29,7 @@ from serving.bentoml_fixes import cancel_request_timers
 from serving.config import load_config
 from serving.limits import WriteBudget
 from serving.microbatch import MicroBatcher
-from serving.middleware import CONSOLE_PATH, CSV_PATH, Guard
+from serving.middleware import CONSOLE_PATH, CSV_PATH, Guard, admit_first
 from serving.schemas import (
     MAX_IDS,
     FeatureRow,
@@ -72,6 +74,9 @@ def _client_error(exc: BaseException) -> bool:
 logging.getLogger("bentoml._internal.server.http_app").addFilter(_NoPayloadInLogs())
 cancel_request_timers()
 PORT = int(os.environ.get("RETENTION_PORT", "3000"))
+# Worker processes, each with its own copy of the bundle: `retention serve --workers N` sets it;
+# a direct `bentoml serve` runs one.
+WORKERS = int(os.environ.get("RETENTION_WORKERS", "1"))
 
 
 class TooManyRequests(bentoml.exceptions.BentoMLException):
@@ -90,7 +95,8 @@ Rows = Annotated[list[FeatureRow], Field(min_length=1, max_length=MAX_IDS)]
 Events = Annotated[list[FeedbackEvent], Field(min_length=1, max_length=MAX_IDS)]
 
 
-@bentoml.service(name="retention", http={"port": PORT}, traffic={"timeout": 120})
+@bentoml.service(name="retention", http={"port": PORT}, traffic={"timeout": 120},
+                 workers=WORKERS)
 class Retention:
     """Churn risk, value and offers per customer, from the champion `customer-scorer`."""
 
@@ -163,7 +169,7 @@ class Retention:
         self._may_write(len(assigned))
         self.campaign_log.append(assigned)
         cat = served.catalogue
-        return RecommendResponse(campaign_id=campaign_id, model_version=served.model_version,
+        return RecommendResponse(campaign_id=campaign_id or "", model_version=served.model_version,
                                  catalogue_version=cat.version if cat else None,
                                  results=results)
 
@@ -201,7 +207,15 @@ def _guard() -> None:
     cfg = load_config()
     Retention.add_asgi_middleware(Guard, api_key=cfg.api_key or "",
                                   max_body_bytes=cfg.max_body_bytes,
-                                  api_routes=[api.route for api in Retention.apis.values()])
+                                  api_routes=[api.route for api in Retention.apis.values()],
+                                  retry_after=cfg.retry_after_seconds, readiness=_readiness)
+    admit_first(cfg.max_in_flight, cfg.retry_after_seconds)
+
+
+def _readiness() -> dict[str, object]:
+    """`ready`, or `degraded` with the reason while a failed reload leaves the previous bundle
+    serving (serving/state.py `Live.health`)."""
+    return bentoml.get_current_service().live.health()
 
 
 def _console() -> None:
@@ -213,6 +227,25 @@ def _console() -> None:
     Retention.mount_asgi_app(app, path=CONSOLE_PATH)
 
 
+def _end_with_the_arbiter() -> None:
+    """In a worker process: be sent SIGTERM when BentoML's arbiter, which started it and
+    restarts it, dies (even by SIGKILL or the OOM killer). An orphaned worker would go on
+    holding the port, so that the service could not be started again, with nothing left to
+    restart it."""
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(main, "name", None) != WORKER_MODULE or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+WORKER_MODULE = "_bentoml_impl.worker.service"  # what BentoML runs as each worker process
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Loads and reloads (what changed, versions, seconds) are logged at INFO; BentoML's server
+# logging passes only warnings from other loggers.
+log.setLevel(logging.INFO)
+_end_with_the_arbiter()
 if os.environ.get("RETENTION_SERVE_CONFIG"):
     _guard()
     _console()

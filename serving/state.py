@@ -3,7 +3,8 @@
 A `Served` bundle is immutable: the champion scorer, the scored feature snapshot, the
 recommender and the catalogue. `Live` builds a new bundle off to the side when the champion
 alias or the feature snapshot changes and swaps one reference, so requests in flight finish
-on the bundle they started with and none fails during a reload.
+on the bundle they started with and none fails during a reload. A reload that fails leaves the
+previous bundle serving and the service degraded (`Live.health`) until a later check succeeds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 from features.errors import DataError
 from serving.batch import score_population
 from serving.config import ServeConfig
+from serving.limits import REBUILDING
 from serving.offers import Catalogue, load_catalogue
 from serving.store import FeatureStore, open_store
 from training.registry import (
@@ -34,6 +36,7 @@ from training.registry import (
 )
 
 log = logging.getLogger("retention.serving")
+RETRY_FAILED_SECONDS = 60.0  # a model or snapshot that failed to load is tried again this late
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,16 @@ class Live:
         self.consent = load_consent(config)
         self.reloads = 0
         self.reload_errors = 0
+        self.failure: str | None = None  # why the last reload attempt failed; None once one works
+        self.failed_at: str | None = None
+        self._failed: tuple | None = None  # the sources of the last failed build
+        self._retry_at = 0.0
+        started = time.perf_counter()
         self.current = self._build(champion(config.model_alias), self.store.version(),
                                    uplift_champion())
+        log.info("loaded %s v%s and features %s (%d customers) in %.1fs", RegisteredModel.SCORER,
+                 self.current.model_version, self.current.features_version,
+                 len(self.current.scores), time.perf_counter() - started)
         self._stop = threading.Event()
         if watch:
             threading.Thread(target=self._watch, name="retention-reload", daemon=True).start()
@@ -150,7 +161,6 @@ class Live:
     def _build(self, model: tuple[str, str], features_version: str,
                uplift: str | None) -> Served:
         version, run_id = model
-        started = time.perf_counter()
         scorer = load_scorer(version)
         snapshot = self.store.snapshot()
         missing = [c for c in scorer.input_columns if c not in snapshot.columns]
@@ -178,35 +188,84 @@ class Live:
             columns={c: scores[c].to_numpy() for c in scores.columns},
             tier_floors=tier_floors(snapshot),
         )
-        log.info("loaded %s v%s and features %s (%d customers) in %.1fs", RegisteredModel.SCORER,
-                 version, features_version, len(scores), time.perf_counter() - started)
         return served
 
     def check(self) -> bool:
-        """Rebuild if the champion or the snapshot changed; True when a new bundle is live."""
-        model = champion(self.config.model_alias)
-        features_version = self.store.version()
-        uplift = uplift_champion()
-        cur = self.current
-        if (model[0], features_version, uplift) == (cur.model_version, cur.features_version,
-                                                   cur.uplift_version):
-            return False
-        self.current = self._build(model, features_version, uplift)
+        """Rebuild if the champion or the snapshot changed; True when a new bundle is live.
+        Raises when the new bundle cannot be built: the previous one keeps serving, the
+        failure is kept for `health`, and the same sources are tried again only after
+        RETRY_FAILED_SECONDS (each attempt loads the model and scores the population)."""
+        try:
+            model = champion(self.config.model_alias)
+            features_version = self.store.version()
+            uplift = uplift_champion()
+            cur = self.current
+            if (model[0], features_version, uplift) == (cur.model_version, cur.features_version,
+                                                       cur.uplift_version):
+                self.failure = self.failed_at = None
+                return False
+            target = (model, features_version, uplift)
+            if self._failed == target and time.monotonic() < self._retry_at:
+                return False
+            started = time.perf_counter()
+            REBUILDING.set()
+            try:
+                self.current = self._build(model, features_version, uplift)
+            except Exception:
+                self._failed, self._retry_at = target, time.monotonic() + RETRY_FAILED_SECONDS
+                raise
+            finally:
+                REBUILDING.clear()
+        except Exception as exc:
+            self.reload_errors += 1
+            self.failure = one_line(exc)
+            self.failed_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            raise
         self.reloads += 1
+        self.failure = self.failed_at = self._failed = None
         # The new bundle lives until the next reload: collect the old one, freeze the new one
         # out of the collector's full passes (see Retention.__init__).
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        log.info("reloaded: %s (%d customers) in %.1fs", changes(cur, self.current),
+                 len(self.current.scores), time.perf_counter() - started)
         return True
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.reload_seconds):
             try:
                 self.check()
-            except Exception as exc:  # noqa: BLE001 - keep serving the last good bundle
-                self.reload_errors += 1
-                log.warning("reload failed, still serving the previous bundle: %s", exc)
+            except Exception:  # noqa: BLE001 - keep serving the last good bundle
+                log.warning("reload failed, still serving the previous bundle: %s", self.failure)
+
+    def health(self) -> dict[str, object]:
+        """Readiness detail: `ready`, or `degraded` with the reason when the last reload attempt
+        failed (the previous bundle still answers), and the versions being served."""
+        cur = self.current
+        return {"status": "degraded" if self.failure else "ready", "reason": self.failure,
+                "failed_at": self.failed_at, "model_version": cur.model_version,
+                "features_version": cur.features_version, "uplift_version": cur.uplift_version,
+                "loaded_at": cur.loaded_at, "reloads": self.reloads,
+                "reload_errors": self.reload_errors}
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def changes(old: Served, new: Served) -> str:
+    """What a reload changed, e.g. `model 1 -> 2, features as_of=...@... unchanged, uplift 1
+    unchanged`."""
+    parts = []
+    for name, attr in (("model", "model_version"), ("features", "features_version"),
+                       ("uplift", "uplift_version")):
+        before, after = getattr(old, attr), getattr(new, attr)
+        parts.append(f"{name} {before} -> {after}" if before != after
+                     else f"{name} {after} unchanged")
+    return ", ".join(parts)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line of at most `limit` characters, its type first."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

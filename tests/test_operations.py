@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -221,14 +222,40 @@ def test_a_killed_worker_is_restarted_while_the_other_answers(ops):
     print(f"worker kill: {len(failed)} failed {failed}, {during} answered while restarting")
 
 
-def test_guard_limits_requests_in_flight_and_sets_retry_after():
-    """The Guard on a Starlette app whose handlers wait until released: the limit holds
-    exactly, and 429 and 503 answers get Retry-After (named in the message, or the default)."""
+def test_workers_end_when_the_arbiter_is_killed(ops):
+    """SIGKILL of the process that runs the workers (OOM killer, `kill -9` of the service's
+    pid): the workers end too, so the port is free for the service to be started again."""
+    import psutil
+
+    workers = ops.workers()
+    assert len(workers) == 2
+    os.kill(ops.proc.pid, signal.SIGKILL)
+    ops.proc.wait(30)
+
+    def ended(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.time() + 60
+    while not all(ended(p) for p in workers):
+        assert time.time() < deadline, [p for p in workers if not ended(p)]
+        time.sleep(0.2)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", ops.port))
+
+
+def test_admission_and_guard_limit_in_flight_and_set_retry_after():
+    """Admission and the Guard around a Starlette app whose handlers wait until released: the
+    limit holds exactly, and 429 and 503 answers get Retry-After (named in the message, or the
+    default)."""
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route
 
-    from serving.middleware import Guard
+    from serving.middleware import Admission, Guard
 
     release = asyncio.Event()
 
@@ -253,14 +280,15 @@ def test_guard_limits_requests_in_flight_and_sets_retry_after():
                              ("/own", own), ("/readyz", ready))])
     state = {"status": "degraded", "reason": "DataError: snapshot lacks frequency"}
     guard = Guard(app, api_key=KEY, max_body_bytes=10_000, api_routes=["/slow"],
-                  max_in_flight=3, retry_after=2, readiness=lambda: state)
+                  retry_after=2, readiness=lambda: state)
+    admission = Admission(guard, max_in_flight=3, retry_after=2)
 
     async def scenario() -> None:
-        transport = httpx.ASGITransport(app=guard)
+        transport = httpx.ASGITransport(app=admission)
         async with httpx.AsyncClient(transport=transport, base_url="http://t",
                                      headers={"X-API-Key": KEY}) as c:
             held = [asyncio.create_task(c.post("/slow", json={})) for _ in range(3)]
-            while guard.in_flight < 3:
+            while admission.in_flight < 3:
                 await asyncio.sleep(0)
             refused = await c.post("/slow", json={})
             assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
@@ -269,7 +297,7 @@ def test_guard_limits_requests_in_flight_and_sets_retry_after():
             assert (await c.get("/readyz", headers={"X-API-Key": ""})).status_code == 200
             release.set()
             assert [r.status_code for r in await asyncio.gather(*held)] == [200] * 3
-            assert guard.in_flight == 0 and guard.refused == 1
+            assert admission.in_flight == 0 and admission.refused == 1
             r = await c.get("/limited")
             assert (r.status_code, r.headers["retry-after"]) == (429, "7")
             assert r.json()["error"] == "write limit reached: retry after 7 s"

@@ -473,7 +473,7 @@ def test_only_a_request_naming_a_campaign_logs_assignments(dep):
     log = CampaignLog(f"sqlite:///{dep.home / 'log.db'}")
     before = len(log.frame())
     body = dep.post("/recommend", {"customer_ids": ids, "k": 0}).json()
-    assert body["campaign_id"] is None and len(body["results"]) == len(ids)
+    assert body["campaign_id"] == "" and len(body["results"]) == len(ids)
     assert len(log.frame()) == before
     dep.post("/recommend", {"customer_ids": ids, "k": 0, "campaign_id": "named"})
     assigned = log.frame().query("campaign_id == 'named' and event == 'assigned'")
