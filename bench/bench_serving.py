@@ -364,7 +364,7 @@ def feature_rows(snapshot: pd.DataFrame, n: int, seed: int) -> tuple[list[dict],
         row = {k: _json(v) for k, v in rec.items()}
         row["customer_id"] = str(row["customer_id"])
         try:
-            FeatureRow.model_validate(row)
+            FeatureRow.model_validate_json(json.dumps(row))  # as the service reads it
         except ValueError:
             refused += 1
             continue
