@@ -48,8 +48,30 @@ class WriteBudget:
             return (rows - self._tokens) / self.rate
 
 
-# Set while this process builds a new bundle (a hot reload): the build holds the CPU for a
-# moment, and the requests that queue meanwhile are a transient backlog, not overload, so
-# admission allows REBUILD_HEADROOM times its usual requests in flight until it ends.
-REBUILDING = threading.Event()
-REBUILD_HEADROOM = 2
+class Rebuild:
+    """While this process builds a new bundle (a hot reload), and for GRACE_SECONDS after it,
+    the build's CPU and collector pause queue requests that are a transient backlog, not
+    overload: admission then allows HEADROOM times its usual requests in flight."""
+
+    HEADROOM = 4
+    GRACE_SECONDS = 5.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._building = threading.Event()
+        self._until = 0.0
+
+    def start(self) -> None:
+        self._building.set()
+
+    def end(self) -> None:
+        self._until = self.clock() + self.GRACE_SECONDS
+        self._building.clear()
+
+    def factor(self) -> int:
+        """How many times the usual admission limit applies now."""
+        busy = self._building.is_set() or self.clock() < self._until
+        return self.HEADROOM if busy else 1
+
+
+REBUILD = Rebuild()

@@ -28,7 +28,7 @@ from pathlib import Path
 from starlette.responses import JSONResponse, RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.limits import REBUILD_HEADROOM, REBUILDING
+from serving.limits import REBUILD
 from serving.schemas import ErrorBody
 
 log = logging.getLogger("retention.serving")
@@ -227,7 +227,7 @@ class Admission:
         if scope["type"] != "http" or scope.get("path") in HEALTH_PATHS:
             await self.app(scope, receive, send)
             return
-        limit = self.max_in_flight * (REBUILD_HEADROOM if REBUILDING.is_set() else 1)
+        limit = self.max_in_flight * REBUILD.factor()
         if self.in_flight >= limit:
             self.refused += 1
             self._report()

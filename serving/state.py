@@ -22,7 +22,7 @@ import pandas as pd
 from features.errors import DataError
 from serving.batch import score_population
 from serving.config import ServeConfig
-from serving.limits import REBUILDING
+from serving.limits import REBUILD
 from serving.offers import Catalogue, load_catalogue
 from serving.store import FeatureStore, open_store
 from training.registry import (
@@ -208,14 +208,13 @@ class Live:
             if self._failed == target and time.monotonic() < self._retry_at:
                 return False
             started = time.perf_counter()
-            REBUILDING.set()
+            REBUILD.start()
             try:
                 self.current = self._build(model, features_version, uplift)
             except Exception:
                 self._failed, self._retry_at = target, time.monotonic() + RETRY_FAILED_SECONDS
+                REBUILD.end()
                 raise
-            finally:
-                REBUILDING.clear()
         except Exception as exc:
             self.reload_errors += 1
             self.failure = one_line(exc)
@@ -228,6 +227,7 @@ class Live:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        REBUILD.end()
         log.info("reloaded: %s (%d customers) in %.1fs", changes(cur, self.current),
                  len(self.current.scores), time.perf_counter() - started)
         return True
