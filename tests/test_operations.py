@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from serving.limits import Rebuild
 from tests.conftest import END, KEY, Deployment
 
 ALIAS = "ops"  # this module's own alias of customer-scorer: breaking it leaves `champion` alone
@@ -145,7 +146,9 @@ def test_readyz_reports_a_failing_reload_while_the_previous_bundle_answers(ops):
 
 def test_overload_is_answered_503_with_retry_after_not_queued(ops):
     payload = {"rows": rows(ops, 300)}
-    burst = 24  # slow requests at once, against 2 workers x 4 in flight
+    # Slow requests at once, against 2 workers x 4 in flight; more than even the headroom a
+    # worker allows just after a reload (the test before this one reloads) lets through.
+    burst = 2 * 4 * Rebuild.HEADROOM + 16
     start = threading.Barrier(burst)
     answers: list[httpx.Response] = []
 
