@@ -24,6 +24,8 @@ import uvicorn
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.support.ui import WebDriverWait
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -43,6 +45,15 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 USER, PASSWORD = "maria", "correct horse battery"
 END = "2024-01-01"
 
+
+
+def navigate(browser: webdriver.Chrome, element) -> None:
+    """Click a link or button that loads a new page, and wait until that page has replaced
+    this one (reading elements before would find the old page's)."""
+    element.click()
+    WebDriverWait(browser, 60).until(staleness_of(element))
+    WebDriverWait(browser, 60).until(
+        lambda b: b.execute_script("return document.readyState") == "complete")
 
 class ConsoleServer:
     """The console app on a loopback port, in a background thread of this process."""
@@ -137,7 +148,7 @@ def console_errors(browser) -> list[dict]:
 def sign_in(browser, console, password: str = PASSWORD) -> None:
     browser.find_element(By.ID, "username").send_keys(USER)
     browser.find_element(By.ID, "password").send_keys(password)
-    browser.find_element(By.ID, "signin").click()
+    navigate(browser, browser.find_element(By.ID, "signin"))
 
 
 def test_a_page_without_a_session_redirects_to_sign_in(console, browser):
@@ -184,7 +195,7 @@ def test_a_manager_walks_through_the_console(console, browser, shots):
     assert browser.find_elements(By.CSS_SELECTOR, "svg.chart path.line")  # campaign results
     assert browser.find_elements(By.CSS_SELECTOR, "#campaign-table tbody tr")
     shoot(browser, shots, "2-crm-month")
-    browser.find_element(By.ID, "period-quarter").click()
+    navigate(browser, browser.find_element(By.ID, "period-quarter"))
     assert "Q" in browser.find_element(By.CSS_SELECTOR, "#crm-table tbody td").text
     shoot(browser, shots, "3-crm-quarter")
 
@@ -192,7 +203,7 @@ def test_a_manager_walks_through_the_console(console, browser, shots):
     browser.get(f"{console.url}/risk")
     browser.find_element(By.CSS_SELECTOR, "input[name=band][value=high]").click()
     browser.find_element(By.ID, "min_var").send_keys("10")
-    browser.find_element(By.ID, "apply").click()
+    navigate(browser, browser.find_element(By.ID, "apply"))
     s = served.scores
     expected = s[(s["risk_band"] == "high") & (s["value_at_risk"] >= 10)]
     assert len(expected) > 50, "the fixture should fill more than one page"
@@ -204,7 +215,7 @@ def test_a_manager_walks_through_the_console(console, browser, shots):
     ranked = expected.sort_values(["value_at_risk", "churn_probability"], ascending=False)
     assert first_page == [str(i) for i in ranked.index[:50]]
     shoot(browser, shots, "4-risk-list")
-    browser.find_element(By.ID, "next").click()
+    navigate(browser, browser.find_element(By.ID, "next"))
     second_page = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "a.cid")]
     assert second_page == [str(i) for i in ranked.index[50:100]]
 
@@ -220,7 +231,7 @@ def test_a_manager_walks_through_the_console(console, browser, shots):
     assert min(float(r["value_at_risk"]) for r in rows) >= 10
 
     # a customer, opened from the list
-    browser.find_element(By.CSS_SELECTOR, "a.cid").click()
+    navigate(browser, browser.find_element(By.CSS_SELECTOR, "a.cid"))
     cid = second_page[0]
     assert cid in browser.find_element(By.ID, "customer-id").text
     assert browser.find_elements(By.CSS_SELECTOR, "#reasons-raising li")
@@ -252,7 +263,7 @@ def test_a_manager_walks_through_the_console(console, browser, shots):
     # no script or asset error on any page; the one 404 is the unknown customer's, on purpose
     assert [e for e in console_errors(browser) if "no-such-customer" not in e["message"]] == []
 
-    browser.find_element(By.ID, "signout").click()
+    navigate(browser, browser.find_element(By.ID, "signout"))
     assert "/console/signin" in browser.current_url
     browser.get(f"{console.url}/risk")
     assert "/console/signin" in browser.current_url
