@@ -61,6 +61,7 @@ from bench_serving import (
     Server,
     _json,
     free_port,
+    read_answer,
     request,
     retailer,
     retention,
@@ -164,19 +165,8 @@ class Client(Connection):
     async def _exchange(self, raw: bytes) -> tuple[int, bytes]:
         assert self.reader is not None and self.writer is not None
         self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        head, body = await read_answer(self.reader)
         self.head = head.lower()
-        if b"transfer-encoding: chunked" in self.head:
-            parts = []
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                parts.append((await self.reader.readexactly(size + 2))[:-2])
-                if size == 0:
-                    break
-            body = b"".join(parts)
-        else:
-            match = re.search(rb"content-length:\s*(\d+)", self.head)
-            body = await self.reader.readexactly(int(match.group(1))) if match else b""
         if b"connection: close" in self.head:
             self.close()
         return int(head.split(b" ", 2)[1]), body

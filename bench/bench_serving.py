@@ -111,6 +111,23 @@ def free_port() -> int:
     raise SystemExit(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 answer off a kept-alive connection: its head and its body (chunked or
+    sized by content-length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            parts.append((await reader.readexactly(size + 2))[:-2])
+            if size == 0:
+                break
+        return head, b"".join(parts)
+    match = re.search(rb"content-length:\s*(\d+)", lower)
+    return head, (await reader.readexactly(int(match.group(1))) if match else b"")
+
+
 class Server:
     """A server process in its own process group (stopped by signalling that group only)."""
 
@@ -206,20 +223,9 @@ class Connection:
     async def _exchange(self, raw: bytes) -> tuple[int, bytes]:
         assert self.reader is not None and self.writer is not None
         self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        head, body = await read_answer(self.reader)
         status = int(head.split(b" ", 2)[1])
         lower = head.lower()
-        if b"transfer-encoding: chunked" in lower:
-            parts = []
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                parts.append((await self.reader.readexactly(size + 2))[:-2])
-                if size == 0:
-                    break
-            body = b"".join(parts)
-        else:
-            match = re.search(rb"content-length:\s*(\d+)", lower)
-            body = await self.reader.readexactly(int(match.group(1))) if match else b""
         if b"connection: close" in lower:
             self.close()
         return status, body
