@@ -11,7 +11,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,spark]"
 	touch $@
 
 ## run: the main job on the embedded default: synthetic data -> validation -> features ->
@@ -39,8 +39,10 @@ run: venv
 		--port 3000
 
 ## test: every test (starts a throwaway PostgreSQL and Redis on loopback, installs Debian's
-## Chromium for the console's browser tests when missing), then ruff
+## Chromium for the console's browser tests and Java 17 for the Spark tests when missing),
+## then ruff
 test: venv
+	bash .ci/java.sh
 	bash .ci/chromium.sh
 	@pg="$${RETENTION_TEST_PG_URL:-$$(bash .ci/postgres.sh)}"; \
 	redis="$${RETENTION_TEST_REDIS_URL:-$$(bash .ci/redis.sh)}"; \

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -58,12 +58,14 @@ def validate_source(cfg: SourceConfig, progress: Progress) -> ValidationResult:
     return result
 
 
-def print_validation(result: ValidationResult) -> None:
+def print_validation(result: ValidationResult | Any) -> None:
+    """Counts of a validation (in pandas, or on Spark: `features.spark.SparkValidation`)."""
+    summary = result.summary()
     table = Table(title=f"{result.table} from {result.source}", show_lines=False)
     table.add_column("rows")
     table.add_column("count", justify="right")
     table.add_row("rows in", f"{result.rows_in:,}")
-    table.add_row("accepted", f"{len(result.accepted):,}")
+    table.add_row("accepted", f"{summary['accepted']:,}")
     for reason, count in result.counts.items():
         table.add_row(f"  quarantined: {reason}", f"{count:,}")
     table.add_row("quarantined (total)", f"{result.n_quarantined:,}")
@@ -110,14 +112,34 @@ def build_cmd(
     backend: Annotated[str | None, typer.Option(help="Ibis backend URL to run the features on "
                                                      "(default: embedded DuckDB), e.g. "
                                                      "postgresql://user:pw@127.0.0.1/db.")] = None,
+    engine_name: Annotated[str, typer.Option(
+        "--engine", help=f"Where the build runs: {' or '.join(engine.ENGINES)}. 'spark' reads, "
+                         "validates and builds on Apache Spark (pip install "
+                         "'retention[spark]', Java 17).")] = engine.DEFAULT_ENGINE,
+    spark_master: Annotated[str | None, typer.Option(
+        help="Spark master for --engine spark: local[*] (default), local[2], spark://host:7077 "
+             "or sc://host:15002 (Spark Connect; default $SPARK_REMOTE).")] = None,
+    spark_table: Annotated[str | None, typer.Option(
+        help="With --engine spark: read this table of the Spark catalog instead of the "
+             "source's file; the source config still maps its columns.")] = None,
 ) -> None:
     """Build point-in-time features (and labels) per (customer, as_of)."""
     cfg = load_source_config(source)
     if cfg.table != "transactions":
         raise DataError(f"{source}: table: features are built from a transactions source, "
                         f"not {cfg.table!r}")
+    if engine_name not in engine.ENGINES:
+        raise DataError(f"--engine: unknown engine {engine_name!r}; expected one of "
+                        f"{', '.join(engine.ENGINES)}")
+    if engine_name != "spark" and (spark_master or spark_table):
+        raise DataError("--spark-master/--spark-table: only with --engine spark")
+    if engine_name == "spark" and backend:
+        raise DataError("--backend: not with --engine spark (Spark is the backend)")
     dates = parse_dates(as_of)
     horizon_days, lookback_days = parse_duration(horizon), parse_duration(lookback)
+    if engine_name == "spark":
+        _build_on_spark(cfg, dates, out, horizon_days, lookback_days, spark_master, spark_table)
+        return
     with _progress() as progress:
         result = validate_source(cfg, progress)
         write_validation(result, out / "_validation")
@@ -132,6 +154,30 @@ def build_cmd(
         engine.build(con, tables, dates, out, horizon_days=horizon_days or None,
                      lookback_days=lookback_days,
                      on_done=lambda *_: progress.advance(task))
+    print_validation(result)
+    print_feature_summary(engine.read_features(out), out)
+
+
+def _build_on_spark(cfg: SourceConfig, dates: list[dt.date], out: Path, horizon_days: int,
+                    lookback_days: int, master: str | None, table: str | None) -> None:
+    from features import spark
+
+    with spark.session(master) as session, _progress() as progress:
+        task = progress.add_task(f"read + validate {cfg.name} on Spark", total=1)
+        result = spark.validate(spark.read_source(session, cfg, table), cfg,
+                                source=f"spark table {table}" if table else None)
+        spark.write_validation(result, out / "_validation")
+        progress.update(task, completed=1)
+        if result.n_accepted == 0:
+            raise DataError(f"{result.source}: no accepted transactions to build features from")
+        task = progress.add_task("features per as_of on Spark", total=len(dates))
+        data_end = cfg.extracted_at.date() if cfg.extracted_at else None
+        try:
+            spark.build(session, result.accepted, dates, out, horizon_days=horizon_days or None,
+                        lookback_days=lookback_days, data_end=data_end,
+                        on_done=lambda *_: progress.advance(task))
+        finally:
+            result.release()
     print_validation(result)
     print_feature_summary(engine.read_features(out), out)
 

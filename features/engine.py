@@ -1,7 +1,8 @@
 """Run the feature expressions on a backend and write Parquet partitioned by as_of.
 
 DuckDB (embedded, in memory) is the default; any Ibis backend URL works unchanged, e.g.
-`postgresql://user:pw@127.0.0.1:5432/db` (the data is loaded there first).
+`postgresql://user:pw@127.0.0.1:5432/db` (the data is loaded there first). The Spark engine
+(`features.spark`) reads, validates and builds on Spark itself and writes the same layout.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import ibis
 import pandas as pd
@@ -24,6 +26,12 @@ from features import pointintime as pit
 from features.contract import TRANSACTIONS
 from features.errors import DataError
 from features.segments import ValueTiers
+
+# Where a feature build runs: in this process (DuckDB, or the Ibis backend of --backend) or
+# on Spark, which also reads and validates the source.
+Engine = Literal["duckdb", "spark"]
+ENGINES: tuple[Engine, ...] = get_args(Engine)
+DEFAULT_ENGINE: Engine = "duckdb"
 
 
 def connect(url: str | None = None) -> BaseBackend:
@@ -144,9 +152,22 @@ def partition_dir(out_dir: Path, as_of: dt.date) -> Path:
 
 
 def publish_partition(table: pa.Table, part: Path) -> None:
-    """Write `table` as the partition folder `part`, atomically for readers.
+    """Write `table` as the partition folder `part`, atomically for readers (`publish_file`)."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{part.name}.", suffix=".tmp", dir=part.parent)
+    os.close(handle)
+    try:
+        pq.write_table(table, temp)
+        publish_file(Path(temp), part)
+    finally:
+        Path(temp).unlink(missing_ok=True)
 
-    A new partition is written in a hidden sibling folder and renamed into place; an existing
+
+def publish_file(written: Path, part: Path) -> None:
+    """Move the Parquet file `written` (on the same file system) into place as the partition
+    folder `part`, atomically for readers.
+
+    A new partition is assembled in a hidden sibling folder and renamed into place; an existing
     one gets its file replaced by `os.replace` (readers holding the old file keep reading it),
     and files of an earlier layout are removed only after that.
     """
@@ -154,20 +175,16 @@ def publish_partition(table: pa.Table, part: Path) -> None:
     if not part.exists():
         staging = Path(tempfile.mkdtemp(prefix=f".{part.name}.", dir=part.parent))
         try:
-            pq.write_table(table, staging / PARTITION_FILE)
+            os.replace(written, staging / PARTITION_FILE)
             staging.rename(part)
             return
         except OSError:
+            if (staging / PARTITION_FILE).exists() and not written.exists():
+                os.replace(staging / PARTITION_FILE, written)
             shutil.rmtree(staging, ignore_errors=True)
             if not part.exists():
                 raise
-    handle, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=part)
-    os.close(handle)
-    try:
-        pq.write_table(table, temp)
-        os.replace(temp, part / PARTITION_FILE)
-    finally:
-        Path(temp).unlink(missing_ok=True)
+    os.replace(written, part / PARTITION_FILE)
     for stale in part.glob("*.parquet"):
         if stale.name != PARTITION_FILE:
             stale.unlink()

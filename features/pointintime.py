@@ -88,8 +88,11 @@ def btyd_summary(days: ir.Table, as_of: dt.date) -> ir.Table:
         frequency=frequency.cast("int32"),
         recency=(s.last_day - s.first_day).cast("int32"),
         T=(a - 1 - s.first_day).cast("int32"),
+        # float64 before dividing: a DECIMAL quotient's scale differs by backend (Spark: 6 places)
         monetary_value=ibis.ifelse(
-            frequency > 0, (s.total_sales - s.first_sales) / frequency, 0.0
+            frequency > 0,
+            (s.total_sales - s.first_sales).cast("float64") / frequency.cast("float64"),
+            0.0,
         ),
     )
 
@@ -119,8 +122,8 @@ def customer_features(
     bought = days.filter((days.day < a) & (days.n_sale_lines > 0))
     s = btyd_summary(bought, as_of)
     gap = bought.day - bought.day.lag().over(group_by=bought.customer_id, order_by=bought.day)
-    gaps = bought.mutate(gap=gap.cast("float64")).group_by("customer_id").aggregate(
-        gap_std=ibis._.gap.std(how="sample")
+    gaps = bought.mutate(gap=gap.cast("int64")).group_by("customer_id").aggregate(
+        gap_squares=(ibis._.gap * ibis._.gap).sum()
     )
     h = days.filter(days.day < a)
     last_year = (h.day >= a - 365) & (h.day < a - 365 + 90)
@@ -144,6 +147,13 @@ def customer_features(
     )
     f = s.join(history, "customer_id").join(gaps, "customer_id").left_join(prods, "customer_id")
     gap_mean = ibis.ifelse(f.frequency > 0, f.recency / f.frequency.cast("float64"), None)
+    # Sample standard deviation of the gaps between purchase days from their count
+    # (frequency), sum (recency) and sum of squares, exact in int64 up to one division and
+    # one square root: the same bits on every backend and run.
+    n_gaps, gap_sum = f.frequency.cast("int64"), f.recency.cast("int64")
+    spread = (n_gaps * f.gap_squares.fill_null(0) - gap_sum * gap_sum).cast("float64")
+    gap_std = ibis.ifelse(n_gaps > 1, (spread / (n_gaps * (n_gaps - 1)).cast("float64")).sqrt(),
+                          None)
     days_since_last = (a - f.last_day).cast("int32")
     recent, before = f.sales_last_90, f.sales_prev_90
     gross = f.gross_sales
@@ -168,7 +178,7 @@ def customer_features(
         basket_size=ibis.ifelse(f.total_orders > 0, f.items / f.total_orders, None),
         distinct_products=f.distinct_products.fill_null(0).cast("int64"),
         gap_mean=gap_mean,
-        gap_std=f.gap_std,
+        gap_std=gap_std,
         overdue_ratio=days_since_last / gap_mean,
         trend_90d=ibis.ifelse(recent + before > 0,
                               (recent - before).cast("float64") / (recent + before).cast("float64"),

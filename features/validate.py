@@ -49,13 +49,14 @@ _OFFSET = re.compile(r"[T\s]\d{1,2}(?::?\d{2}){0,2}(?:[.,]\d+)?"  # time of day
 # Values pandas skips when it guesses a column's timestamp format from its first value.
 _NO_VALUE = frozenset({"", "nat", "nan"})
 # Numbers written with a decimal comma (`12,50`, `1.234,50`) or grouped by points (`1.234`).
-_DECIMAL_COMMA = r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+"
+DECIMAL_COMMA = r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+"
 _POINT_GROUPED = r"[+-]?\d{1,3}(?:\.\d{3})+(?:,\d+)?"
 DECIMAL_COMMA_HINT = "looks like decimal commas: set decimal: ','"
 # Line amounts are summed exactly as this decimal type: larger ones cannot be a line's revenue.
 _MONEY = ibis.dtype(MONEY)
 _MONEY_DIGITS = _MONEY.precision - _MONEY.scale
 _TRUE = {"1", "1.0", "true", "t", "yes", "y"}
+_UNSET = object()  # no first value given: take the column's own
 
 
 @dataclass
@@ -108,8 +109,38 @@ def validate(
     raw: pd.DataFrame, cfg: SourceConfig, now: dt.datetime | None = None
 ) -> ValidationResult:
     """Map a raw frame onto the canonical table of `cfg.table` and quarantine bad rows."""
-    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     raw = raw.reset_index(drop=True)
+    canonical, reason = check_rows(raw, cfg, now)
+    ok = reason == None  # noqa: E711
+    accepted = canonical[ok].reset_index(drop=True)
+    quarantine = raw.loc[~ok].astype("string")
+    quarantine.insert(0, "reason", reason[~ok].astype(str))
+    quarantine.insert(0, "row", np.flatnonzero(~ok) + 1)
+    quarantine = quarantine.reset_index(drop=True)
+    counts = {r: int(c) for r, c in quarantine["reason"].value_counts().items()}
+    counts = {r: counts[r] for r in REASONS if r in counts}
+    result = ValidationResult(cfg.table, cfg.location, len(raw), accepted, quarantine, counts)
+    assert result.rows_in == len(result.accepted) + result.n_quarantined
+    return result
+
+
+def check_rows(
+    raw: pd.DataFrame,
+    cfg: SourceConfig,
+    now: dt.datetime | None = None,
+    *,
+    whole: bool = True,
+    first_values: dict[str, str | None] | None = None,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The canonical frame of every row of `raw` (0..n-1) and each row's reason (None if
+    accepted).
+
+    `whole=False` checks one batch of a larger source (an engine validating in parallel): the
+    checks that need every row (a majority of decimal commas, duplicate ids and lines, ids
+    from the row number) are left to the caller, and `first_values` gives each text timestamp
+    column's first value in the whole source, from which a non-ISO format is inferred.
+    """
+    now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     n = len(raw)
     reasons = _Reasons(n)
     out: dict[str, pd.Series] = {}
@@ -140,7 +171,8 @@ def validate(
 
     for name in TIMESTAMPS:
         if name in out:
-            parsed, bad = _timestamps(out[name], cfg)
+            first = first_values.get(name) if first_values is not None else _UNSET
+            parsed, bad = _timestamps(out[name], cfg, first)
             reasons.mark(bad, "unparsable_timestamp")
             implausible = (parsed < cfg.min_timestamp) | (parsed > cfg.max_timestamp)
             reasons.mark(implausible, "implausible_timestamp")
@@ -158,9 +190,8 @@ def validate(
         if name in out:
             text = out[name]
             out[name], bad, comma = _numbers(text, cfg.decimal)
-            if comma.sum() * 2 > n:
-                raise DataError(f"{cfg.location}: column {cfg.columns.get(name, name)!r} "
-                                f"({name}) {DECIMAL_COMMA_HINT} (e.g. {text[comma].iloc[0]!r})")
+            if whole and comma.sum() * 2 > n:
+                raise decimal_comma_error(cfg, name, text[comma].iloc[0])
             reasons.mark(comma, "decimal_comma")
             reasons.mark(bad, "unparsable_number")
     for canon, expr in cfg.derive.items():
@@ -170,29 +201,30 @@ def validate(
     if cfg.table == "transactions":
         _transactions(out, cfg, reasons)
     elif cfg.table == "customers":
-        reasons.mark(
-            out["customer_id"].duplicated(keep="first") & pd.Series(reasons.ok),
-            "duplicate_customer_id",
-        )
+        if whole:
+            reasons.mark(
+                out["customer_id"].duplicated(keep="first") & pd.Series(reasons.ok),
+                "duplicate_customer_id",
+            )
     else:
         arm = out["arm"].astype("string").str.strip().str.lower()
         out["arm"] = arm
         reasons.mark(~arm.isin(ARMS).fillna(False), "unknown_arm")
 
-    if cfg.duplicates == "quarantine" and ROW_NUMBER not in cfg.columns.values():
+    if whole and checks_duplicate_lines(cfg):
         reasons.mark(raw.duplicated(keep="first").to_numpy(), "duplicate_line")
+    return _canonical(out, cfg, raw), reasons.reason
 
-    ok = reasons.ok
-    accepted = _canonical(out, cfg, raw)[ok].reset_index(drop=True)
-    quarantine = raw.loc[~ok].astype("string")
-    quarantine.insert(0, "reason", reasons.reason[~ok].astype(str))
-    quarantine.insert(0, "row", np.flatnonzero(~ok) + 1)
-    quarantine = quarantine.reset_index(drop=True)
-    counts = {r: int(c) for r, c in quarantine["reason"].value_counts().items()}
-    counts = {r: counts[r] for r in REASONS if r in counts}
-    result = ValidationResult(cfg.table, cfg.location, n, accepted, quarantine, counts)
-    assert result.rows_in == len(result.accepted) + result.n_quarantined
-    return result
+
+def decimal_comma_error(cfg: SourceConfig, name: str, example: object) -> DataError:
+    """The error for a numeric column mostly written with decimal commas."""
+    return DataError(f"{cfg.location}: column {cfg.columns.get(name, name)!r} ({name}) "
+                     f"{DECIMAL_COMMA_HINT} (e.g. {example!r})")
+
+
+def checks_duplicate_lines(cfg: SourceConfig) -> bool:
+    """Whether a repeated source line is quarantined (the second and later copies)."""
+    return cfg.duplicates == "quarantine" and ROW_NUMBER not in cfg.columns.values()
 
 
 def _transactions(out: dict[str, pd.Series], cfg: SourceConfig, reasons: _Reasons) -> None:
@@ -262,13 +294,15 @@ def _ids(col: pd.Series) -> pd.Series:
     return s.mask(s == "")
 
 
-def _timestamps(col: pd.Series, cfg: SourceConfig) -> tuple[pd.Series, np.ndarray]:
+def _timestamps(col: pd.Series, cfg: SourceConfig, first: object = _UNSET
+                ) -> tuple[pd.Series, np.ndarray]:
     """Naive UTC timestamps, and the mask of values that do not parse.
 
     Values with an offset (or `Z`) are converted to UTC; values without one are local time in
     `cfg.timezone`. With `timestamp_format` every value is read in it; without, ISO-8601 is read
     in any mix (offsets, `Z`, dates only), and other values as pandas reads a column without a
-    format (the format of its first value), so a column in one non-ISO format still reads.
+    format (the format of its first value, or `first` when given), so a column in one non-ISO
+    format still reads.
     """
     if pd.api.types.is_datetime64_any_dtype(col):
         parsed = pd.Series(col)
@@ -286,7 +320,7 @@ def _timestamps(col: pd.Series, cfg: SourceConfig) -> tuple[pd.Series, np.ndarra
         utc = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
         rest = (utc.isna() & (text != "")).fillna(False).to_numpy(dtype=bool)
         if rest.any():
-            utc[rest] = _in_inferred_format(text, rest)
+            utc[rest] = _in_inferred_format(text, rest, first)
     parsed = utc.dt.tz_localize(None).astype("datetime64[us]")
     if cfg.timezone != "UTC":
         if fmt:
@@ -297,14 +331,22 @@ def _timestamps(col: pd.Series, cfg: SourceConfig) -> tuple[pd.Series, np.ndarra
     return parsed, parsed.isna().to_numpy()
 
 
-def _in_inferred_format(text: pd.Series, rows: np.ndarray) -> pd.Series:
+def _in_inferred_format(text: pd.Series, rows: np.ndarray, first: object = _UNSET
+                        ) -> pd.Series:
     """`rows` of `text` read as pandas reads a column without a format: in the format it guesses
-    from the column's first value, or value by value when it cannot guess one."""
-    first = next((v for v in text if v is not pd.NA and v.lower() not in _NO_VALUE), None)
+    from the column's first value (`first` when given), or value by value when it cannot guess
+    one."""
+    if first is _UNSET:
+        first = first_value(text)
     fmt = guess_datetime_format(first) if first is not None else None
     with warnings.catch_warnings():  # dateutil's warnings on odd values: those rows are quarantined
         warnings.simplefilter("ignore", UserWarning)
         return pd.to_datetime(text[rows], format=fmt or "mixed", errors="coerce", utc=True)
+
+
+def first_value(text: pd.Series) -> str | None:
+    """The value of a text timestamp column whose format pandas infers for the column."""
+    return next((v for v in text if v is not pd.NA and v.lower() not in _NO_VALUE), None)
 
 
 def _to_utc(naive: pd.Series, tz: str) -> pd.Series:
@@ -331,7 +373,7 @@ def _numbers(col: pd.Series, decimal: str) -> tuple[pd.Series, np.ndarray, np.nd
         text = text.str.replace(",", ".", regex=False)
         comma = none
     else:
-        comma = text.str.fullmatch(_DECIMAL_COMMA).fillna(False).to_numpy(dtype=bool)
+        comma = text.str.fullmatch(DECIMAL_COMMA).fillna(False).to_numpy(dtype=bool)
     nums = pd.to_numeric(text, errors="coerce").astype("float64")
     return nums, nums.isna().to_numpy(), comma
 

@@ -53,14 +53,13 @@ def _row_score(customer_id: str, row: dict, model_version: str) -> CustomerScore
 
 def score_ids(served: Served, ids: list[str]) -> list[CustomerScore]:
     """Scores of known customers; an unknown id gets `unknown_customer`, not an error.
-    Reads the bundle's per-column arrays: a dict per answer, no DataFrame on the hot path."""
+    Reads per-customer dicts (`Served.rows`): no DataFrame on the hot path."""
     out = []
-    for cid, at in zip(ids, served.scores.index.get_indexer(ids), strict=True):
-        if at < 0:
+    for cid, row in zip(ids, served.rows(ids), strict=True):
+        if row is None:
             out.append(CustomerScore(customer_id=cid, status="unknown_customer",
                                      model_version=served.model_version))
         else:
-            row = {c: values[at] for c, values in served.columns.items()}
             out.append(_row_score(cid, row, served.model_version))
     return out
 
@@ -99,9 +98,14 @@ def score_rows(served: Served, rows: list[FeatureRow], bands: RiskBands,
 
 def risk_list(served: Served, req: RiskListRequest) -> tuple[int, pd.DataFrame]:
     """Customers ranked by value at risk after the filters; (matched, top rows)."""
+    f = req.filters
+    if served.index is not None and served.score_store is not None:
+        matched, ranks = served.index.select(
+            bands=f.bands, tiers=f.tiers, segments=f.segments,
+            min_value_at_risk=f.min_value_at_risk, min_clv=f.min_clv, top_n=req.top_n)
+        return matched, served.score_store.ranked(served.published, ranks)
     s = served.scores
     mask = np.ones(len(s), dtype=bool)
-    f = req.filters
     if f.bands:
         mask &= s["risk_band"].isin(f.bands).to_numpy()
     if f.tiers:
@@ -136,10 +140,11 @@ def recommend(served: Served, req: RecommendRequest, log: CampaignLog | None,
     ids = list(dict.fromkeys(req.customer_ids))
     history = _contacts(log, ids, cat, now)
     products = _products(served, ids, req.k, cat)
+    rows = dict(zip(ids, served.rows(ids), strict=True))
     answers: dict[str, Recommendation] = {}
     assigned: list[dict] = []
     for cid in ids:
-        rec = _decide(served, cat, req, cid, history.get(cid, []), now)
+        rec = _decide(served, cat, req, cid, rows[cid], history.get(cid, []), now)
         if rec.status != "control":
             rec.products = products.get(cid, [])
         answers[cid] = rec
@@ -179,8 +184,9 @@ def _products(served: Served, ids: list[str], k: int,
 
 
 def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: str,
-            sent: list[tuple[str, dt.datetime]], now: dt.datetime) -> Recommendation:
-    if cid not in served.scores.index:
+            row: dict | None, sent: list[tuple[str, dt.datetime]], now: dt.datetime
+            ) -> Recommendation:
+    if row is None:
         return Recommendation(customer_id=cid, status="unknown_customer",
                               reason="no purchase history: popular products only")
     if cat is None:
@@ -207,7 +213,6 @@ def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: s
         which = f" on {req.channel}" if req.channel else " on any channel"
         return Recommendation(customer_id=cid, status="no_consent", arm="treatment",
                               reason=f"no consent to contact{which}")
-    row = served.scores.loc[cid]
     last_contact = max((at for _, at in sent), default=None)
     choices = []
     for offer in cat.offers:
@@ -246,7 +251,7 @@ def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: s
                           reason=f"best: {choices[0].offer_id} on {choices[0].channel}")
 
 
-def _ineligible(offer, row: pd.Series, sent: list[tuple[str, dt.datetime]],
+def _ineligible(offer, row: dict, sent: list[tuple[str, dt.datetime]],
                 last_contact: dt.datetime | None, now: dt.datetime) -> str:
     e = offer.eligibility
     if e.risk_bands and row["risk_band"] not in e.risk_bands:

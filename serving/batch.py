@@ -24,6 +24,11 @@ from training.scorer import CustomerScorer
 CARRIED = ("rfm_segment", "value_tier", "days_since_last", "avg_order_value")
 
 
+def risk_percentile(at_or_below: np.ndarray, population: int) -> np.ndarray:
+    """Percent of the population whose churn probability is at or below each row's, to 0.1."""
+    return np.round(100.0 * at_or_below / max(population, 1), 1)
+
+
 def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
            population: np.ndarray | None = None) -> pd.DataFrame:
     """Add risk band and percentile (against `population`'s sorted churn probabilities, the
@@ -31,8 +36,8 @@ def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
     out = scores.copy()
     churn = out["churn_probability"].to_numpy(dtype="float64")
     ranked = np.sort(churn) if population is None else population
-    out["risk_percentile"] = np.round(
-        100.0 * np.searchsorted(ranked, churn, side="right") / max(len(ranked), 1), 1)
+    out["risk_percentile"] = risk_percentile(np.searchsorted(ranked, churn, side="right"),
+                                             len(ranked))
     out["risk_band"] = np.where(churn >= bands.high, "high",
                                 np.where(churn >= bands.medium, "medium", "low")).astype(object)
     for col in CARRIED:

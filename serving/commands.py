@@ -26,6 +26,9 @@ def serve_cmd(
     customers: Annotated[Path | None, typer.Option(help="Source config of the customers table "
                                                         "(consent_<channel> columns).")] = None,
     store: Annotated[str, typer.Option(help="'memory' or a redis:// URL.")] = "memory",
+    scores: Annotated[str | None, typer.Option(
+        help="redis:// URL of scores published by `retention score --publish`: answer from "
+             "it instead of scoring the snapshot at start.")] = None,
     campaign_log: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL of the campaign log (default: data/campaign_log.db in the home).")
     ] = None,
@@ -70,6 +73,7 @@ def serve_cmd(
         env[API_KEY_ENV] = os.environ[API_KEY_ENV] = api_key
     if config is None:
         raw = {"features": features, "offers": offers, "customers": customers, "store": store,
+               "scores": scores,
                "campaign_log": _absolute_sqlite(campaign_log or campaign_log_url()),
                "tracking_uri": tracking_uri, "transactions": transactions,
                "campaign_history": campaign_history, "console_users": console_users,
@@ -80,8 +84,9 @@ def serve_cmd(
             raw["tracking_uri"] = registry.configure()
         config = serve_config_path()
         write_private(config, yaml.safe_dump(raw, sort_keys=False))
-    elif max_in_flight is not None:
-        raise DataError("--max-in-flight: set max_in_flight in the --config file instead")
+    elif max_in_flight is not None or scores is not None:
+        option = "--max-in-flight" if max_in_flight is not None else "--scores"
+        raise DataError(f"{option}: set it in the --config file instead")
     cfg = load_config(config)
     if cfg.offers:
         load_catalogue(cfg.offers)
@@ -89,7 +94,13 @@ def serve_cmd(
         CampaignLog(cfg.campaign_log)
         console.print(f"new campaign log at {cfg.campaign_log}")
     registry.configure(cfg.tracking_uri)
-    version, _ = champion(cfg.model_alias)
+    if cfg.scores:
+        from serving.score_store import open_score_store
+
+        store = open_score_store(cfg.scores)
+        version = store.meta(store.version()).model_version
+    else:
+        version, _ = champion(cfg.model_alias)
     workers = workers or os.cpu_count() or 1
     console.print(f"serving {registry.RegisteredModel.SCORER} v{version} on http://{host}:{port} "
                   f"with {workers} worker{'s' if workers > 1 else ''} (config {config}); "
@@ -115,7 +126,13 @@ def _absolute_sqlite(url: str) -> str:
 
 def score_cmd(
     features: Annotated[Path, typer.Option(help="Feature table from `features build`.")],
-    out: Annotated[str, typer.Option(help="Where to write: .parquet, .csv or postgresql://...")],
+    out: Annotated[str | None, typer.Option(
+        help="Where to write: .parquet, .csv or postgresql://...")] = None,
+    publish: Annotated[str | None, typer.Option(
+        help="redis:// URL of the score store the service answers from (`serve --scores`): "
+             "a new version, then one pointer flip; replicas reload it.")] = None,
+    keep: Annotated[int, typer.Option(min=1, help="Published versions kept in the score "
+                                                  "store (older ones are deleted).")] = 2,
     table: Annotated[str, typer.Option(help="Table name for a PostgreSQL --out.")
                      ] = "customer_scores",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
@@ -129,13 +146,25 @@ def score_cmd(
     medium_risk: Annotated[float, typer.Option(help="Churn probability from which the band is "
                                                     "'medium' (risk_bands.medium).")
                            ] = 0.3,
+    engine: Annotated[str, typer.Option(
+        help="'duckdb' (this process) or 'spark': the snapshot read and scored by Spark "
+             "(the model as a Spark UDF), --out a Parquet folder.")] = "duckdb",
+    spark_master: Annotated[str | None, typer.Option(
+        help="With --engine spark: local[N], spark://host:port or sc://host:port (Spark "
+             "Connect); default $SPARK_REMOTE, else local[*].")] = None,
 ) -> None:
-    """Score the whole population of the latest feature snapshot: the risk list."""
+    """Score the whole population of the latest feature snapshot: the risk list, to a file or
+    table (--out) and/or to the score store the service answers from (--publish)."""
     from serving.batch import score_population, write_scores
     from serving.config import RiskBands
-    from serving.state import champion
+    from serving.score_store import open_score_store
+    from serving.state import champion, publish_scores
     from serving.store import MemoryStore
     from training import registry
+
+    if out is None and publish is None:
+        raise DataError("score: give --out, --publish or both")
+    store = open_score_store(publish) if publish else None
 
     try:
         bands = RiskBands(high=high_risk, medium=medium_risk)
@@ -144,8 +173,12 @@ def score_cmd(
         raise config_error(exc, None, locate=lambda loc: option.get(
             str(loc[0]) if loc else "", "--high-risk/--medium-risk")) from None
     registry.configure(tracking_uri)
-    version, _ = champion(alias)
-    snapshot = MemoryStore(features).snapshot()
+    version, run_id = champion(alias)
+    if engine != "duckdb":
+        _score_on_spark(engine, features, out, publish, bands, version, spark_master)
+        return
+    memory = MemoryStore(features)
+    snapshot = memory.snapshot()
     registered = registry.load_scorer(version)
     scorer = registered.for_population(snapshot)
     if scorer is not registered:
@@ -157,12 +190,39 @@ def score_cmd(
         task = progress.add_task(f"scoring with v{version}", total=len(snapshot))
         scores = score_population(scorer, snapshot, bands, chunk=chunk, reasons=reasons,
                                   progress=lambda n: progress.advance(task, n))
-    scores = scores.sort_values("value_at_risk", ascending=False, kind="stable")
-    where = write_scores(scores, out, table)
-    console.print(f"{len(scores):,} customers scored by {registry.RegisteredModel.SCORER} "
-                  f"v{version} "
-                  f"(as_of {scores['as_of'].max()}) -> {where}")
+    said = (f"{len(scores):,} customers scored by {registry.RegisteredModel.SCORER} v{version} "
+            f"(as_of {scores['as_of'].max()})")
+    if store is not None:
+        published = publish_scores(store, registered, scorer, snapshot, scores,
+                                   model=(version, run_id), features_version=memory.version(),
+                                   keep=keep)
+        console.print(f"{said} -> {publish} version {published}")
+    if out is not None:
+        scores = scores.sort_values("value_at_risk", ascending=False, kind="stable")
+        console.print(f"{said} -> {write_scores(scores, out, table)}")
 
+
+def _score_on_spark(engine: str, features: Path, out: str | None, publish: str | None,
+                    bands: object, version: str, master: str | None) -> None:
+    """`retention score --engine spark` (serving/spark_scoring.py)."""
+    from serving import spark_scoring
+    from training import registry
+
+    if engine != "spark":
+        raise DataError(f"--engine: {engine!r} is not one of duckdb, spark")
+    if out is None or publish is not None:
+        raise DataError("--engine spark: give --out (a Parquet folder); --publish scores "
+                        "with --engine duckdb")
+
+    def refitted(as_of: object, data_end: object) -> None:
+        console.print(f"BTYD components refitted on the snapshot's population (as_of {as_of}; "
+                      f"the model's data end is {data_end})")
+
+    with console.status(f"scoring with v{version} on Spark"):
+        count, where = spark_scoring.run(features, out, bands, version, master=master,
+                                         on_refit=refitted)
+    console.print(f"{count:,} customers scored by {registry.RegisteredModel.SCORER} "
+                  f"v{version} on Spark -> {where}")
 
 def publish_cmd(
     features: Annotated[Path, typer.Option(help="Feature table from `features build`.")],

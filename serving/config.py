@@ -16,6 +16,7 @@ from features.errors import DataError, config_error
 from features.home import campaign_log_url
 
 ENV = "RETENTION_SERVE_CONFIG"
+SCORE_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 API_KEY_ENV = "RETENTION_API_KEY"
 
 
@@ -45,6 +46,10 @@ class ServeConfig(BaseModel):
                           "with a Redis store, only used by `retention features publish`.")
     store: str = Field("memory", description="'memory' (in-process, from `features`) or a "
                                              "redis:// URL shared by replicas")
+    scores: str | None = Field(None, description="redis:// URL of published scores (`retention "
+                               "score --publish`): /score and /risk_list answer from it, "
+                               "nothing is scored at start; default: score the snapshot "
+                               "in-process")
     tracking_uri: str | None = Field(None, description="MLflow URI; default $MLFLOW_TRACKING_URI "
                                                        "or mlruns/ in the state home")
     model_alias: str = "champion"
@@ -84,7 +89,9 @@ class ServeConfig(BaseModel):
         self.api_key = os.environ.get(API_KEY_ENV) or self.api_key
         if not self.api_key:
             raise ValueError(f"no API key: set api_key or ${API_KEY_ENV}")
-        if self.store == "memory" and self.features is None:
+        if self.scores is not None and not self.scores.startswith(SCORE_STORE_SCHEMES):
+            raise ValueError(f"scores: {self.scores!r} is not a redis:// URL")
+        if self.scores is None and self.store == "memory" and self.features is None:
             raise ValueError("features: required with the in-process store")
         return self
 

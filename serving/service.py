@@ -15,6 +15,8 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Annotated
 
@@ -46,6 +48,7 @@ from serving.schemas import (
     ScoreResponse,
     TopN,
 )
+from serving.score_store import StoreUnavailable
 from serving.state import Live
 from training.registry import MODEL_NAME
 
@@ -85,6 +88,22 @@ class TooManyRequests(bentoml.exceptions.BentoMLException):
     error_code = HTTPStatus.TOO_MANY_REQUESTS
 
 
+class StoreDown(bentoml.exceptions.BentoMLException):
+    """The score store cannot answer now (answered 503 with Retry-After)."""
+
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+@contextmanager
+def _from_store() -> Iterator[None]:
+    """A score store that cannot be read answers 503, not 500: the request may be retried."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        log.warning("score store: %s", exc)
+        raise StoreDown(f"score store unavailable, retry after a few seconds: {exc}") from None
+
+
 class Unprocessable(bentoml.exceptions.BentoMLException):
     """Well-formed rows the models cannot score (answered 422)."""
 
@@ -122,15 +141,18 @@ class Retention:
     def score(self, customer_ids: Ids) -> ScoreResponse:
         """Scores of known customers by id; unknown ids answer `unknown_customer`."""
         served = self.live.current
+        with _from_store():
+            results = answers.score_ids(served, customer_ids)
         return ScoreResponse(model_version=served.model_version, as_of=served.as_of,
-                             results=answers.score_ids(served, customer_ids))
+                             results=results)
 
     @bentoml.api(route="/score_features")
     async def score_features(self, rows: Rows) -> ScoreResponse:
         """Scores of feature rows sent by the caller (what-if, brand-new customers)."""
         served = self.live.current
         try:
-            results = await self.batcher.submit(served, rows)
+            with _from_store():
+                results = await self.batcher.submit(served, rows)
         except ValueError as exc:
             raise Unprocessable(f"rows: {exc}") from None
         return ScoreResponse(model_version=served.model_version, as_of=served.as_of,
@@ -142,7 +164,8 @@ class Retention:
         """Customers ranked by value at risk (P(churn) x CLV), after the filters."""
         req = RiskListRequest(top_n=top_n, filters=filters or RiskFilters())
         served = self.live.current
-        matched, top = answers.risk_list(served, req)
+        with _from_store():
+            matched, top = answers.risk_list(served, req)
         return RiskListResponse(model_version=served.model_version, as_of=served.as_of,
                                 matched=matched, results=answers.risk_scores(served, top))
 
@@ -151,7 +174,8 @@ class Retention:
         """The same list as CSV, for a spreadsheet or a CRM import (served as an attachment,
         text that would start a spreadsheet formula quoted: features/csv_safe.py)."""
         req = RiskListRequest(top_n=top_n, filters=filters or RiskFilters())
-        _, top = answers.risk_list(self.live.current, req)
+        with _from_store():
+            _, top = answers.risk_list(self.live.current, req)
         return write_csv(top.reset_index())
 
     @bentoml.api(route="/recommend")
@@ -165,7 +189,8 @@ class Retention:
                                campaign_id=campaign_id)
         served = self.live.current
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        results, assigned = answers.recommend(served, req, self.campaign_log, now)
+        with _from_store():
+            results, assigned = answers.recommend(served, req, self.campaign_log, now)
         self._may_write(len(assigned))
         self.campaign_log.append(assigned)
         cat = served.catalogue
@@ -196,7 +221,7 @@ class Retention:
         return Metadata(service="retention", model_name=MODEL_NAME,
                         model_version=s.model_version, model_run_id=s.model_run_id,
                         features_version=s.features_version, as_of=s.as_of,
-                        customers=len(s.scores),
+                        customers=s.customers,
                         catalogue_version=s.catalogue.version if s.catalogue else None,
                         uplift_version=s.uplift_version, uplift_offers=list(s.uplift_offers),
                         recommender=s.recommender is not None, loaded_at=s.loaded_at,
@@ -219,11 +244,15 @@ def _readiness() -> dict[str, object]:
 
 
 def _console() -> None:
-    """The console's pages under CONSOLE_PATH, reading the bundle the API serves."""
+    """The console's pages under CONSOLE_PATH, reading the bundle the API serves (with a
+    score store, the published version read into memory on the console's first use)."""
     from serving.console import ConsoleSettings, create_console
 
-    app = create_console(lambda: bentoml.get_current_service().live.current,
-                         ConsoleSettings.from_serve_config(load_config()))
+    cfg = load_config()
+    settings = ConsoleSettings.from_serve_config(cfg)
+    if cfg.scores:  # the population is read from the store on first use, not warmed at start
+        settings = settings.model_copy(update={"warm_seconds": 0.0})
+    app = create_console(lambda: bentoml.get_current_service().live.for_console(), settings)
     Retention.mount_asgi_app(app, path=CONSOLE_PATH)
 
 

@@ -1,7 +1,8 @@
 """What the service serves, and its hot reload.
 
-A `Served` bundle is immutable: the champion scorer, the scored feature snapshot, the
-recommender and the catalogue. `Live` builds a new bundle off to the side when the champion
+A `Served` bundle is immutable: the champion scorer, the scored feature snapshot (or, with a
+score store, a handle on a published version of the scores), the recommender and the
+catalogue. `Live` builds a new bundle off to the side when the champion
 alias or the feature snapshot changes and swaps one reference, so requests in flight finish
 on the bundle they started with and none fails during a reload. A reload that fails leaves the
 previous bundle serving and the service degraded (`Live.health`) until a later check succeeds.
@@ -14,7 +15,7 @@ import gc
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,16 @@ from serving.batch import score_population
 from serving.config import ServeConfig
 from serving.limits import REBUILD
 from serving.offers import Catalogue, load_catalogue
+from serving.score_store import (
+    Published,
+    RankIndex,
+    RedisScores,
+    StorePopulation,
+    open_score_store,
+)
 from serving.store import FeatureStore, open_store
+from training.components import PNBD_MAX_PARAM, Components
+from training.models import BetaGeoModel, GammaGammaModel, ParetoNBDModel
 from training.registry import (
     Alias,
     RegisteredModel,
@@ -42,8 +52,8 @@ RETRY_FAILED_SECONDS = 60.0  # a model or snapshot that failed to load is tried 
 @dataclass(frozen=True)
 class Served:
     scorer: object
-    scores: pd.DataFrame  # indexed by customer_id
-    churn_sorted: np.ndarray
+    scores: pd.DataFrame  # indexed by customer_id; empty when answered from a score store
+    churn_sorted: np.ndarray | StorePopulation
     model_version: str
     model_run_id: str
     features_version: str
@@ -57,6 +67,27 @@ class Served:
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # scores, column by column
     tier_floors: tuple[tuple[str, float], ...] = ()  # see tier_floors()
     loaded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    # With a score store: the published version answered, the store, its risk-list index.
+    published: Published | None = None
+    score_store: RedisScores | None = None
+    index: RankIndex | None = None
+
+    @property
+    def published_version(self) -> str | None:
+        return self.published.version if self.published else None
+
+    @property
+    def customers(self) -> int:
+        return self.published.customers if self.published else len(self.scores)
+
+    def rows(self, ids: list[str]) -> list[dict | None]:
+        """Each customer's scores as a dict (None when not served), from memory or the
+        score store: no DataFrame on the hot path."""
+        if self.score_store is not None and self.published is not None:
+            return self.score_store.rows(self.published, ids)
+        at = self.scores.index.get_indexer(ids)
+        return [None if i < 0 else {c: values[i] for c, values in self.columns.items()}
+                for i in at]
 
 
 def tier_floors(snapshot: pd.DataFrame) -> tuple[tuple[str, float], ...]:
@@ -133,13 +164,57 @@ def load_consent(config: ServeConfig) -> pd.DataFrame:
     return out
 
 
+def with_effects(scores: pd.DataFrame, snapshot: pd.DataFrame, uplift: str | None
+                 ) -> tuple[pd.DataFrame, Effects | None]:
+    """Scores (from `score_population`) plus the uplift champion's effects, one row per
+    customer indexed by customer_id: what the service answers from."""
+    effect = load_effects(snapshot) if uplift else None
+    if effect is not None:
+        scores = pd.concat([scores, effect.predictions.add_prefix("uplift_")], axis=1)
+    scores = scores.drop_duplicates("customer_id", keep="last").set_index("customer_id")
+    return scores, effect
+
+
+def component_params(scorer) -> dict[str, dict[str, float]]:
+    """The scorer's BTYD components as parameters (what a score store publishes)."""
+    c = scorer.components
+    return {name: dict(getattr(c, name).params_) for name in ("bg", "pnbd", "gg")}
+
+
+def components_of(params: dict[str, dict[str, float]]) -> Components:
+    """Components predicting with published parameters (`component_params`)."""
+    return Components(BetaGeoModel.from_params(params["bg"]),
+                      ParetoNBDModel.from_params(params["pnbd"], max_param=PNBD_MAX_PARAM),
+                      GammaGammaModel.from_params(params["gg"]))
+
+
+def publish_scores(store: RedisScores, registered, scorer, snapshot: pd.DataFrame,
+                   scores: pd.DataFrame, *, model: tuple[str, str], features_version: str,
+                   keep: int = 2) -> str:
+    """Publish a scored snapshot (`score_population` by `scorer`, i.e. `registered` for the
+    snapshot's population) with the uplift champion's effects; returns the new version."""
+    uplift = uplift_champion()
+    scores, effect = with_effects(scores, snapshot, uplift)
+    return store.publish(
+        scores, model_version=model[0], model_run_id=model[1],
+        features_version=features_version, tier_floors=tier_floors(snapshot),
+        components=None if scorer is registered else component_params(scorer),
+        uplift_version=effect.version if effect else None,
+        uplift_outcome=effect.outcome if effect else None, keep=keep)
+
+
 class Live:
     """The current `Served` bundle, rebuilt in the background when its sources change."""
 
     def __init__(self, config: ServeConfig, watch: bool = True) -> None:
         self.config = config
         configure(config.tracking_uri)
-        self.store: FeatureStore = open_store(config.store, config.features)
+        self.scores: RedisScores | None = None
+        self.store: FeatureStore | None = None
+        if config.scores:
+            self.scores = open_score_store(config.scores)
+        else:
+            self.store = open_store(config.store, config.features)
         self.catalogue = load_catalogue(config.offers) if config.offers else None
         self.consent = load_consent(config)
         self.reloads = 0
@@ -148,18 +223,61 @@ class Live:
         self.failed_at: str | None = None
         self._failed: tuple | None = None  # the sources of the last failed build
         self._retry_at = 0.0
+        self._console: Served | None = None
+        self._console_lock = threading.Lock()
         started = time.perf_counter()
-        self.current = self._build(champion(config.model_alias), self.store.version(),
-                                   uplift_champion())
-        log.info("loaded %s v%s and features %s (%d customers) in %.1fs", RegisteredModel.SCORER,
-                 self.current.model_version, self.current.features_version,
-                 len(self.current.scores), time.perf_counter() - started)
+        self.current = self._build(*self._sources())
+        log.info("loaded %s v%s and features %s (%d customers%s) in %.1fs",
+                 RegisteredModel.SCORER, self.current.model_version,
+                 self.current.features_version, self.current.customers,
+                 f", scores {self.current.published.version} from {self.scores.url}"
+                 if self.current.published else "", time.perf_counter() - started)
         self._stop = threading.Event()
         if watch:
             threading.Thread(target=self._watch, name="retention-reload", daemon=True).start()
 
-    def _build(self, model: tuple[str, str], features_version: str,
-               uplift: str | None) -> Served:
+    def _sources(self) -> tuple:
+        """What the bundle is built from: (champion, features version, uplift champion), or
+        with a score store the published version alone (it names its model and features)."""
+        if self.scores is not None:
+            return (self.scores.version(),)
+        assert self.store is not None
+        return champion(self.config.model_alias), self.store.version(), uplift_champion()
+
+    @staticmethod
+    def _served_sources(cur: Served) -> tuple:
+        if cur.published is not None:
+            return (cur.published.version,)
+        return (cur.model_version, cur.model_run_id), cur.features_version, cur.uplift_version
+
+    def _build(self, *sources) -> Served:
+        if self.scores is not None:
+            return self._build_published(*sources)
+        return self._build_scored(*sources)
+
+    def _build_published(self, version: str) -> Served:
+        """A bundle answering from a published version: its model (for /score_features), its
+        metadata and risk-list index; nothing scored here."""
+        assert self.scores is not None
+        meta = self.scores.meta(version)
+        scorer = load_scorer(meta.model_version)
+        if meta.components:
+            scorer = scorer.with_components(components_of(meta.components))
+        empty = pd.DataFrame(columns=list(meta.columns), index=pd.Index([], name="customer_id"))
+        return Served(
+            scorer=scorer, scores=empty, churn_sorted=StorePopulation(self.scores, meta),
+            model_version=meta.model_version, model_run_id=meta.model_run_id,
+            features_version=meta.features_version, as_of=meta.as_of,
+            recommender=load_recommender(meta.model_run_id), catalogue=self.catalogue,
+            consent=self.consent, uplift_version=meta.uplift_version,
+            uplift_offers=tuple(c.removeprefix("uplift_") for c in meta.columns
+                                if c.startswith("uplift_")),
+            uplift_outcome=meta.uplift_outcome, tier_floors=meta.tier_floors,
+            published=meta, score_store=self.scores, index=self.scores.index(meta))
+
+    def _build_scored(self, model: tuple[str, str], features_version: str,
+                      uplift: str | None) -> Served:
+        assert self.store is not None
         version, run_id = model
         scorer = load_scorer(version)
         snapshot = self.store.snapshot()
@@ -172,10 +290,7 @@ class Live:
                      scorer.metadata.get("data_end"))
         scorer = refreshed
         scores = score_population(scorer, snapshot, self.config.risk_bands)
-        effect = load_effects(snapshot) if uplift else None
-        if effect is not None:
-            scores = pd.concat([scores, effect.predictions.add_prefix("uplift_")], axis=1)
-        scores = scores.drop_duplicates("customer_id", keep="last").set_index("customer_id")
+        scores, effect = with_effects(scores, snapshot, uplift)
         served = Served(
             scorer=scorer, scores=scores,
             churn_sorted=np.sort(scores["churn_probability"].to_numpy(dtype="float64")),
@@ -196,21 +311,19 @@ class Live:
         failure is kept for `health`, and the same sources are tried again only after
         RETRY_FAILED_SECONDS (each attempt loads the model and scores the population)."""
         try:
-            model = champion(self.config.model_alias)
-            features_version = self.store.version()
-            uplift = uplift_champion()
+            target = self._sources()
             cur = self.current
-            if (model[0], features_version, uplift) == (cur.model_version, cur.features_version,
-                                                       cur.uplift_version):
+            if target == self._served_sources(cur):
+                if self.scores is not None:
+                    self.scores.ping()
                 self.failure = self.failed_at = None
                 return False
-            target = (model, features_version, uplift)
             if self._failed == target and time.monotonic() < self._retry_at:
                 return False
             started = time.perf_counter()
             REBUILD.start()
             try:
-                self.current = self._build(model, features_version, uplift)
+                self.current = self._build(*target)
             except Exception:
                 self._failed, self._retry_at = target, time.monotonic() + RETRY_FAILED_SECONDS
                 REBUILD.end()
@@ -229,8 +342,24 @@ class Live:
         gc.freeze()
         REBUILD.end()
         log.info("reloaded: %s (%d customers) in %.1fs", changes(cur, self.current),
-                 len(self.current.scores), time.perf_counter() - started)
+                 self.current.customers, time.perf_counter() - started)
         return True
+
+    def for_console(self) -> Served:
+        """The bundle with the whole population in memory, as the console's overview and
+        sortable lists read it: the current bundle, or with a score store the published
+        version read once per version (only a worker whose console is used holds it)."""
+        cur = self.current
+        if cur.published is None or cur.score_store is None:
+            return cur
+        with self._console_lock:
+            if self._console is None or self._console.published != cur.published:
+                frame = cur.score_store.frame(cur.published)
+                self._console = replace(
+                    cur, scores=frame, columns={c: frame[c].to_numpy() for c in frame.columns},
+                    churn_sorted=np.sort(frame["churn_probability"].to_numpy(dtype="float64")),
+                    score_store=None, index=None)
+            return self._console
 
     def _watch(self) -> None:
         while not self._stop.wait(self.config.reload_seconds):
@@ -246,8 +375,8 @@ class Live:
         return {"status": "degraded" if self.failure else "ready", "reason": self.failure,
                 "failed_at": self.failed_at, "model_version": cur.model_version,
                 "features_version": cur.features_version, "uplift_version": cur.uplift_version,
-                "loaded_at": cur.loaded_at, "reloads": self.reloads,
-                "reload_errors": self.reload_errors}
+                "scores_version": cur.published_version, "loaded_at": cur.loaded_at,
+                "reloads": self.reloads, "reload_errors": self.reload_errors}
 
     def stop(self) -> None:
         self._stop.set()
@@ -258,7 +387,7 @@ def changes(old: Served, new: Served) -> str:
     unchanged`."""
     parts = []
     for name, attr in (("model", "model_version"), ("features", "features_version"),
-                       ("uplift", "uplift_version")):
+                       ("uplift", "uplift_version"), ("scores", "published_version")):
         before, after = getattr(old, attr), getattr(new, attr)
         parts.append(f"{name} {before} -> {after}" if before != after
                      else f"{name} {after} unchanged")

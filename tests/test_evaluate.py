@@ -305,7 +305,23 @@ def test_grade_report():
     assert "less accurate" in r["purchases.mae"]["explanation"]
     assert r["value.normalized_gini"]["grade"] == "B"
     assert r["overall"]["grade"] == "C"
-    assert r["overall"]["based_on"] == ["churn.roc_auc", "purchases.mae", "value.normalized_gini"]
+    assert r["overall"]["based_on"] == ["churn.roc_auc", "churn.brier", "purchases.mae",
+                                        "value.normalized_gini"]
+
+
+@pytest.mark.parametrize("key, worse", [("churn.pr_auc", 0.60), ("churn.brier", 0.21)])
+def test_overall_grade_reads_pr_auc_and_brier_beside_auc_mae_and_gini(key, worse):
+    """Ranking as well as the baseline is not enough: churners at the top of the list (PR-AUC)
+    and probabilities a person reads (Brier) count toward the overall grade too."""
+    ours = {"churn.roc_auc": 0.80, "churn.pr_auc": 0.70, "churn.brier": 0.20,
+            "purchases.mae": 0.50, "value.normalized_gini": 0.60}
+    base = {**ours, "churn.roc_auc": 0.79}
+    assert ev.grade_report({"ours": ours, "b": base}, "ours", ["b"])["overall"]["grade"] == "B"
+    r = ev.grade_report({"ours": {**ours, key: worse}, "b": base}, "ours", ["b"])
+    assert r[key]["grade"] == "C"
+    assert r["overall"]["grade"] == "C" and f"{key} C" in r["overall"]["explanation"]
+    assert r["overall"]["based_on"] == ["churn.roc_auc", "churn.pr_auc", "churn.brier",
+                                        "purchases.mae", "value.normalized_gini"]
 
 
 def test_grade_report_overall_ignores_missing_and_nan():

@@ -6,11 +6,13 @@ import io
 import math
 
 import joblib
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
 
 from features.synthetic import NON_PRODUCT, SyntheticConfig, generate
+from training.models import recommender
 from training.models.recommender import (
     ItemRecommender,
     PopularityRecommender,
@@ -240,3 +242,86 @@ def test_item_to_item_beats_popularity_out_of_time_on_synthetic_baskets() -> Non
     ours, pop = evaluate_recommender(model, known), evaluate_recommender(base, known)
     assert ours["recall@10"] >= 1.1 * pop["recall@10"], (ours, pop)
     assert ours["hit_rate@10"] > pop["hit_rate@10"]
+
+
+def _random_lines(n_customers: int, n_items: int, seed: int) -> pd.DataFrame:
+    """Customers buying a few of `n_items` products (skewed), dates spread over a year."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 8, n_customers)
+    cust = np.repeat(np.arange(n_customers), sizes)
+    item = np.minimum(rng.zipf(1.3, len(cust)) - 1, n_items - 1)
+    days = rng.integers(1, 365, len(cust))
+    return _tx([(f"c{c:04d}", f"o{c}-{d}", f"p{i:03d}", int(d))
+                for c, i, d in zip(cust, item, days, strict=True)])
+
+
+def _dense_neighbours(m: ItemRecommender, tx: pd.DataFrame) -> pd.DataFrame:
+    """The neighbour table by brute force: dense co-occurrence, full stable sort per row."""
+    lines = purchase_lines(tx, AS_OF).drop_duplicates(["customer_id", "product_id"])
+    x = pd.crosstab(lines["customer_id"], lines["product_id"]).reindex(
+        columns=m.items_, fill_value=0).to_numpy(dtype=float)
+    c = x.T @ x
+    n = np.diag(c).copy()
+    np.fill_diagonal(c, 0.0)
+    c[c < max(m.min_support, 1)] = 0.0
+    s = c / (n[:, None] ** m.alpha * n[None, :] ** (1 - m.alpha))
+    if m.shrinkage > 0:
+        s = s * (c / (c + m.shrinkage))
+    rows = []
+    for i in range(len(n)):
+        top = [j for j in np.argsort(-s[i], kind="stable")[: m.n_neighbors] if s[i, j] > 0]
+        rows += [(m.items_[i], m.items_[j], r + 1, s[i, j], int(c[i, j]))
+                 for r, j in enumerate(top)]
+    return pd.DataFrame(rows, columns=["product_id", "neighbor_id", "rank", "score", "support"])
+
+
+@pytest.mark.parametrize("params", [
+    {}, PLAIN, {"min_support": 3, "n_neighbors": 5}, {"alpha": 0.0, "shrinkage": 1.0},
+    {"n_neighbors": 1, "min_support": 1},
+])
+@pytest.mark.parametrize("budget", [None, 40])
+def test_sparse_neighbours_equal_the_dense_brute_force(params, budget, monkeypatch) -> None:
+    """Top-k pruning on sparse co-occurrence, in one block or many small ones, keeps exactly
+    the neighbours, ranks (ties: lower product id), scores and supports of a dense search."""
+    if budget is not None:
+        monkeypatch.setattr(recommender, "_BLOCK_PAIRS", budget)
+    tx = _random_lines(300, 60, seed=4)
+    m = ItemRecommender(**params).fit(tx, AS_OF)
+    want = _dense_neighbours(m, tx)
+    got = m.neighbors_
+    assert len(got) > 0
+    pd.testing.assert_frame_equal(got[["product_id", "neighbor_id", "rank", "support"]],
+                                  want[["product_id", "neighbor_id", "rank", "support"]],
+                                  check_dtype=False)
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-12)
+
+
+def test_blocks_stay_within_the_pair_budget() -> None:
+    assert recommender._blocks(np.array([3, 3, 10, 1, 1, 1]), 6) == [(0, 2), (2, 3), (3, 6)]
+    assert recommender._blocks(np.array([5, 5]), 100) == [(0, 2)]
+    assert recommender._blocks(np.array([], dtype=int), 10) == []
+
+
+def test_recommendations_equal_a_dense_scoring_of_the_documented_rule() -> None:
+    """Sum of recency-weighted neighbour similarities, over the customer's best, plus
+    popularity; bought items left out; ties by product id; popularity fills the rest."""
+    tx = _random_lines(200, 40, seed=7)
+    m = ItemRecommender(n_neighbors=5).fit(tx, AS_OF)
+    sim = m.similarity_.toarray()
+    items = list(m.items_)
+    pop = m._pop_score_
+    ids = list(m.customers_[:80])
+    got = m.recommend(ids, k=6)
+    for cid in ids:
+        row = m.history_[m.customers_.get_loc(cid)]
+        w = np.zeros(len(items))
+        w[row.indices] = 0.5 ** (row.data / m.recency_half_life_days)
+        s = w @ sim
+        s = np.where(s > 0, s / s.max() + m.popularity_weight * pop, 0.0) if s.max() > 0 else s
+        s[row.indices] = 0.0
+        ranked = [j for j in sorted(range(len(items)), key=lambda j: (-s[j], j)) if s[j] > 0][:6]
+        fill = [j for j in m._pop_order_ if j not in set(row.indices) | set(ranked)]
+        want = [items[j] for j in ranked + fill[: 6 - len(ranked)]]
+        assert _ids(got[cid]) == want, cid
+        assert [r["score"] for r in got[cid][:len(ranked)]] == pytest.approx(
+            [s[j] for j in ranked], abs=1e-6)  # scores are rounded to 6 decimals

@@ -13,6 +13,7 @@ from features.config import SourceConfig
 from features.errors import DataError
 from features.synthetic import SyntheticConfig, generate
 from features.validate import validate
+from training.candidates import SELECTION, Target, choose
 from training.components import fit_components
 from training.data import build_frames, plan_cutoffs
 from training.reasons import explain
@@ -105,9 +106,14 @@ def test_short_history_packs_training_cutoffs_but_keeps_the_test_out_of_time():
 
 
 def test_selection_picks_the_best_component_on_validation(result):
-    for target, errors in result.selection.items():
+    for target, values in result.selection.items():
         chosen = getattr(result.scorer, f"{target}_choice")
-        assert errors[chosen] == min(errors.values()), target
+        assert result.choices[target].name == chosen, target
+        assert chosen == choose(values, SELECTION[Target(target)]).name, target
+        if len(SELECTION[Target(target)]) == 1:
+            (metric,) = SELECTION[Target(target)]
+            best = (max if metric.higher_is_better else min)(v[metric] for v in values.values())
+            assert values[chosen][metric] == best, target
 
 
 def test_every_spend_component_can_be_selected_and_served(result):

@@ -6,25 +6,34 @@ the scorer may serve it, and the name it is graded under when it is a baseline. 
 (`training.train`), the scorer, the evaluation and the model card all read this table, so
 adding a candidate is one entry here (plus its tests).
 
+Selection (`choose`) reads each servable candidate's `SELECTION` metrics on the validation
+cutoff. A candidate is eligible when it is within `TOLERANCES` of the best candidate on every
+one of them (absolute for a score such as an AUC, relative for an error such as Brier or MAE);
+the eligible candidate with the lowest sum of its ranks over the metrics wins (rank 1 = best,
+ties share the mean rank). When none is eligible, the lowest rank sum among all wins. Equal
+rank sums go to the earlier entry of the table. With one metric this is simply the best value.
+
 Examples
 --------
 >>> [c.name for c in served(Target.CHURN)]
-['xgboost', 'rfm_logistic', 'bg_nbd']
+['xgboost', 'rfm_logistic', 'blend', 'bg_nbd']
 >>> SELECTION[Target.PURCHASES]
-<Metric.PURCHASES_MAE: 'purchases.mae'>
+(<Metric.PURCHASES_MAE: 'purchases.mae'>,)
 >>> candidate(Target.SPEND, "pnbd_gg").baseline
 'pareto_nbd_gg'
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from training.evaluate import Metric, recency_score
 
@@ -32,12 +41,15 @@ if TYPE_CHECKING:
     from training.models import (
         ChurnClassifier,
         PurchasesRegressor,
+        RankBlend,
         RFMLogistic,
         SpendRegressor,
     )
 
 # Our model's name in every metrics table, beside the baselines' names.
 OURS = "ours"
+# The churn candidate that blends the booster's and the RFM logistic regression's ranks.
+BLEND = "blend"
 # The classic analyst's churn model reads recency, frequency and monetary value.
 RFM_COLUMNS: tuple[str, ...] = ("days_since_last", "orders_365d", "spend_365d")
 
@@ -63,9 +75,13 @@ class Fitted(Protocol):
     purchases: PurchasesRegressor
     spend: SpendRegressor
     rfm: RFMLogistic
+    blend: RankBlend | None  # fitted when the blend can be chosen
 
 
 Predict = Callable[[Fitted, pd.DataFrame], np.ndarray]
+# Per-feature contributions to a churn score's log-odds plus `bias` (TreeSHAP's format), the
+# input of `training.reasons`.
+Explain = Callable[[Fitted, pd.DataFrame], pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -77,6 +93,46 @@ class Candidate:
     predict: Predict
     served: bool = True  # the scorer may serve it when it wins on validation
     baseline: str | None = None  # its name in the evaluation's baselines, if it is one
+    # the contributions behind the reasons given with its churn score (None: the booster's)
+    explain: Explain | None = None
+
+
+def booster_churn(churn: ChurnClassifier, x: pd.DataFrame) -> np.ndarray:
+    """The churn booster's calibrated P(churn) of stacked rows."""
+    return churn.predict_proba(x[churn.feature_names_in_])[:, 1]
+
+
+def rfm_churn(rfm: RFMLogistic, x: pd.DataFrame) -> np.ndarray:
+    """The RFM logistic regression's P(churn) of stacked rows."""
+    return rfm.predict_proba(rfm_matrix(x))[:, 1]
+
+
+def blend_inputs(churn: ChurnClassifier, rfm: RFMLogistic, x: pd.DataFrame) -> np.ndarray:
+    """(rows, 2): the scores the rank blend averages, booster first, then RFM logistic."""
+    return np.column_stack([booster_churn(churn, x), rfm_churn(rfm, x)])
+
+
+def _blend(m: Fitted, x: pd.DataFrame) -> np.ndarray:
+    if m.blend is None:
+        raise ValueError(f"churn candidate {BLEND!r} was not fitted with this model")
+    return m.blend.predict_proba(blend_inputs(m.churn, m.rfm, x))[:, 1]
+
+
+def _booster_reasons(m: Fitted, x: pd.DataFrame) -> pd.DataFrame:
+    return m.churn.contributions(x[m.churn.feature_names_in_])
+
+
+def _rfm_reasons(m: Fitted, x: pd.DataFrame) -> pd.DataFrame:
+    contrib = m.rfm.contributions(rfm_matrix(x))
+    return contrib.set_axis([*RFM_COLUMNS, "bias"], axis=1).set_axis(x.index)
+
+
+def churn_contributions(m: Fitted, name: str, x: pd.DataFrame) -> pd.DataFrame:
+    """The contributions behind the reasons of churn candidate `name` for stacked rows: its
+    own when it declares them (the RFM logistic regression's coefficient times distance from
+    the training mean), else the booster's TreeSHAP."""
+    explain = candidate(Target.CHURN, name).explain or _booster_reasons
+    return explain(m, x)
 
 
 def _column(name: str) -> Predict:
@@ -88,14 +144,15 @@ def _product(a: str, b: str) -> Predict:
 
 
 CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("xgboost", Target.CHURN,
-              lambda m, x: m.churn.predict_proba(x[m.churn.feature_names_in_])[:, 1]),
+    Candidate("xgboost", Target.CHURN, lambda m, x: booster_churn(m.churn, x)),
     Candidate("recency_rule", Target.CHURN,
               lambda _m, x: recency_score(x["days_since_last"]), served=False,
               baseline="recency_rule"),
-    Candidate("rfm_logistic", Target.CHURN,
-              lambda m, x: m.rfm.predict_proba(rfm_matrix(x))[:, 1],
-              baseline="rfm_logistic"),
+    Candidate("rfm_logistic", Target.CHURN, lambda m, x: rfm_churn(m.rfm, x),
+              baseline="rfm_logistic", explain=_rfm_reasons),
+    # Average of the booster's and the RFM logistic regression's percentile ranks, calibrated
+    # (training.models.blend.RankBlend); its reasons are the booster's.
+    Candidate(BLEND, Target.CHURN, _blend),
     Candidate("bg_nbd", Target.CHURN, _column("bg_p_zero"), baseline="bg_nbd"),
     Candidate("pareto_nbd", Target.CHURN,
               lambda _m, x: 1.0 - x["pnbd_p_alive"].to_numpy(dtype="float64"), served=False,
@@ -112,12 +169,18 @@ CANDIDATES: tuple[Candidate, ...] = (
               baseline="pareto_nbd_gg"),
 )
 
-# The validation metric that picks the served candidate per target.
-SELECTION: dict[Target, Metric] = {
-    Target.CHURN: Metric.CHURN_ROC_AUC,
-    Target.PURCHASES: Metric.PURCHASES_MAE,
-    Target.SPEND: Metric.VALUE_MAE,
+# The validation metrics that pick the served candidate per target (see `choose`).
+SELECTION: dict[Target, tuple[Metric, ...]] = {
+    Target.CHURN: (Metric.CHURN_ROC_AUC, Metric.CHURN_PR_AUC, Metric.CHURN_BRIER),
+    Target.PURCHASES: (Metric.PURCHASES_MAE,),
+    Target.SPEND: (Metric.VALUE_MAE,),
 }
+# How far from the best candidate a candidate may be and stay eligible: absolute for a score
+# (higher is better), relative for an error (a share of the best error). Other metrics: 0.
+TOLERANCES: dict[Metric, float] = {
+    Metric.CHURN_ROC_AUC: 0.005, Metric.CHURN_PR_AUC: 0.005, Metric.CHURN_BRIER: 0.01,
+}
+_EPS = 1e-12
 # The label column of the feature table that each target forecasts.
 LABELS: dict[Target, str] = {
     Target.CHURN: "churned", Target.PURCHASES: "n_purchases", Target.SPEND: "spend",
@@ -149,3 +212,89 @@ def baseline_names(*targets: Target) -> tuple[str, ...]:
     for target in targets:
         names.update(dict.fromkeys(c.baseline for c in baselines(target)))
     return tuple(n for n in names if n is not None)
+
+
+def selection_rule(target: Target) -> str:
+    """The selection rule of `target` in words, with its metrics and tolerances (model card)."""
+    metrics = SELECTION[target]
+    if len(metrics) == 1:
+        return f"the best {metrics[0]}"
+    tolerances = ", ".join(f"{m} {TOLERANCES.get(m, 0.0):g}"
+                           + ("" if m.higher_is_better else " relative") for m in metrics)
+    return ("the lowest rank sum over its metrics among candidates within tolerance of the "
+            f"best on all of them ({tolerances}); among all candidates when none is")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The candidate selection serves for a target, and why."""
+
+    name: str
+    reason: str
+    eligible: tuple[str, ...]  # within tolerance of the best on every metric
+    rank_sums: dict[str, float]
+
+
+def _within(metric: Metric, value: float, best: float) -> bool:
+    tolerance = TOLERANCES.get(metric, 0.0)
+    if not math.isfinite(value):
+        return False
+    if metric.higher_is_better:
+        return value >= best - tolerance - _EPS
+    return value <= best + tolerance * abs(best) + _EPS
+
+
+def choose(values: Mapping[str, Mapping[str, float]], metrics: Sequence[Metric]) -> Choice:
+    """The winner among candidates by their validation `values` (candidate -> metric key ->
+    value, in table order) on `metrics`, by the rule in this module's docstring.
+
+    A NaN value ranks last and is never within tolerance; a metric NaN for every candidate
+    is left out of the rule.
+
+    Examples
+    --------
+    >>> auc, pr, brier = SELECTION[Target.CHURN]
+    >>> values = {"xgboost": {auc: 0.770, pr: 0.700, brier: 0.200},
+    ...           "rfm_logistic": {auc: 0.772, pr: 0.720, brier: 0.199},
+    ...           "blend": {auc: 0.775, pr: 0.718, brier: 0.198}}
+    >>> choice = choose(values, SELECTION[Target.CHURN])
+    >>> choice.name, choice.eligible, choice.rank_sums["rfm_logistic"]
+    ('blend', ('rfm_logistic', 'blend'), 5.0)
+    """
+    names = list(values)
+    if not names:
+        raise ValueError("no candidates to choose from")
+    used = [m for m in metrics
+            if any(math.isfinite(values[n].get(m, math.nan)) for n in names)]
+    ranks = {n: 0.0 for n in names}
+    best: dict[Metric, float] = {}
+    for m in used:
+        v = np.array([values[n].get(m, math.nan) for n in names], dtype=float)
+        signed = np.where(np.isfinite(v), -v if m.higher_is_better else v, np.inf)
+        for n, r in zip(names, stats.rankdata(signed, method="average"), strict=True):
+            ranks[n] += float(r)
+        finite = v[np.isfinite(v)]
+        best[m] = float(finite.max() if m.higher_is_better else finite.min())
+    eligible = tuple(n for n in names
+                     if all(_within(m, values[n].get(m, math.nan), best[m]) for m in used))
+    pool = eligible or tuple(names)
+    name = min(pool, key=lambda n: (ranks[n], names.index(n)))
+    shown = ", ".join(f"{m} {values[name][m]:.4f} (best {best[m]:.4f})" for m in used)
+    if not used:
+        reason = f"{name}: no selection metric could be measured; the first candidate serves"
+    elif len(used) == 1:
+        others = ", ".join(f"{n} {values[n][used[0]]:.4f}" for n in names if n != name)
+        reason = (f"{name}: the best {used[0]} on the validation cutoff, "
+                  f"{values[name][used[0]]:.4f} ({others})")
+    elif len(eligible) == 1:
+        reason = (f"{name}: the only candidate within tolerance of the best on every "
+                  f"validation metric: {shown}")
+    elif eligible:
+        others = ", ".join(f"{n} {ranks[n]:g}" for n in eligible if n != name)
+        reason = (f"{name}: within tolerance of the best on every validation metric, with the "
+                  f"lowest rank sum of those that are ({ranks[name]:g}; {others}): {shown}")
+    else:
+        others = ", ".join(f"{n} {ranks[n]:g}" for n in names if n != name)
+        reason = (f"{name}: no candidate is within tolerance of the best on every validation "
+                  f"metric; it has the lowest rank sum ({ranks[name]:g}; {others}): {shown}")
+    return Choice(name, reason, eligible, ranks)

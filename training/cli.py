@@ -20,10 +20,13 @@ from rich.table import Table
 
 from features.cli import parse_dates, parse_duration
 from features.config import load_source_config
+from features.engine import DEFAULT_ENGINE, ENGINES
 from features.errors import DataError, config_error
 from features.validate import load
 
 if TYPE_CHECKING:
+    from features.config import SourceConfig
+    from training.models.recommender import ItemRecommender
     from training.registry import RegisteredModel
 
 console = Console()
@@ -57,6 +60,16 @@ def train_cmd(
     recommender: Annotated[bool, typer.Option(help="Also fit the item-to-item product "
                                                    "recommender and store it with the run.")
                            ] = True,
+    engine: Annotated[str, typer.Option(
+        help="'duckdb': read and validate the source in this process; 'spark': on Spark, "
+             "then train on the transactions of --sample customers collected to the "
+             "driver.")] = DEFAULT_ENGINE,
+    sample: Annotated[int | None, typer.Option(
+        min=1, help="With --engine spark: customers to train on, a seeded sample stratified "
+                    "by repeat purchase days (default: every customer).")] = None,
+    spark_master: Annotated[str | None, typer.Option(
+        help="With --engine spark: local[N], spark://host:port or sc://host:port; default "
+             "$SPARK_REMOTE, else local[*].")] = None,
 ) -> None:
     """Train churn, purchases and value models, evaluate them out of time against the
     baselines, log everything to MLflow and register a `challenger` version."""
@@ -65,8 +78,11 @@ def train_cmd(
     if source is None:
         raise DataError("retention train: --source is required (the transactions' source "
                         "config)")
+    if engine not in ENGINES:
+        raise DataError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if sample and engine != "spark":
+        raise DataError("--sample: needs --engine spark (the sample is drawn on Spark)")
     from training import registry
-    from training.models.recommender import ItemRecommender
     from training.report import figures
     from training.train import Stages, TrainConfig, train
 
@@ -86,21 +102,29 @@ def train_cmd(
         step = lambda text: progress.update(task, description=text)  # noqa: E731
         stages = Stages(step)
         stages("read", f"read + validate {src.name}")
-        result = load(src)
-        data_end = src.extracted_at.date() if src.extracted_at else None
+        if engine == "spark":
+            from training.spark_frames import sampled_transactions
+
+            accepted, data_end, customers = sampled_transactions(
+                src, sample, master=spark_master, seed=cfg.seed)
+            console.print(f"training on {accepted['customer_id'].nunique():,} of {customers:,} "
+                          f"customers ({len(accepted):,} transactions) read on Spark")
+        else:
+            accepted = load(src).accepted
+            data_end = src.extracted_at.date() if src.extracted_at else None
         stages("train", "training")
-        trained = train(result.accepted, cfg, data_end=data_end, step=step)
+        trained = train(accepted, cfg, data_end=data_end, step=step)
         stages("log", "plots + MLflow")
         uri = registry.configure(tracking_uri)
-        lineage = {"source": src.name, "location": src.location, "rows": len(result.accepted),
-                   "digest": digest(result.accepted), "as_of": trained.cutoffs.test.isoformat(),
-                   "horizon_days": cfg.horizon_days}
+        lineage = {"source": src.name, "location": src.location, "rows": len(accepted),
+                   "digest": digest(accepted), "as_of": trained.cutoffs.test.isoformat(),
+                   "horizon_days": cfg.horizon_days,
+                   **({"sample_customers": sample} if sample else {})}
         run_id, version = registry.log_training(
             trained, cfg, lineage, figures(trained, interval_target=cfg.interval_target))
         if recommender:
             stages("recommender", "item-to-item recommender")
-            model = ItemRecommender(exclude_items=list(src.non_product_codes))
-            registry.log_recommender(run_id, model.fit(result.accepted))
+            registry.log_recommender(run_id, fit_recommender(accepted, src))
         own = stages.close()
         seconds = {"read": own["read"], **trained.stage_seconds,
                    **{k: v for k, v in own.items() if k not in ("read", "train")}}
@@ -112,6 +136,64 @@ def train_cmd(
                   f"v{version} as challenger")
     if promote:
         console.print(registry.promote(), markup=False)
+
+
+def fit_recommender(transactions: pd.DataFrame, src: SourceConfig) -> ItemRecommender:
+    """The item-to-item recommender on all of a source's validated lines, leaving out its
+    non-product codes (fees, postage): the one `retention train` stores with its run."""
+    from training.models.recommender import ItemRecommender
+
+    return ItemRecommender(exclude_items=list(src.non_product_codes)).fit(transactions)
+
+
+@train_app.command("recommender")
+def recommender_cmd(
+    source: Annotated[Path, typer.Option(help="Source config of the transactions table.")],
+    run_id: Annotated[str | None, typer.Option(
+        "--run-id", help="The customer-scorer run to store it with (default: the run of the "
+                         "version --alias points at).")] = None,
+    alias: Annotated[str, typer.Option(help="customer-scorer alias whose run gets the "
+                                            "recommender when --run-id is not given.")
+                     ] = "champion",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Fit the item-to-item recommender alone and store it with a `customer-scorer` run (the
+    champion's by default), where the service loads it from; a running service picks it up
+    at its next start or model reload."""
+    from training import registry
+    from training.train import Stages
+
+    registry.configure(tracking_uri)
+    if run_id is None:
+        found = registry.aliased_version(registry.RegisteredModel.SCORER, alias)
+        if found is None:
+            raise DataError(f"--alias: no {registry.RegisteredModel.SCORER} version is "
+                            f"{alias!r}; run `retention train` first or pass --run-id")
+        run_id = str(found.run_id)
+    else:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            MlflowClient().get_run(run_id)
+        except MlflowException:
+            raise DataError(f"--run-id: no MLflow run {run_id!r}") from None
+    src = load_source_config(source)
+    with console.status(f"read + validate {src.name}") as status, quiet_mlflow():
+        stages = Stages(lambda text: status.update(text))
+        stages("recommender_read", f"read + validate {src.name}")
+        result = load(src)
+        stages("recommender", "item-to-item recommender")
+        model = fit_recommender(result.accepted, src)
+        stages("recommender_log", "MLflow")
+        registry.log_recommender(run_id, model)
+        seconds = stages.close()
+        registry.log_stage_seconds(run_id, seconds)
+    console.print(f"item recommender: {len(model.items_):,} products, "
+                  f"{len(model.customers_):,} customers, {len(model.neighbors_):,} neighbour "
+                  f"pairs; stored with MLflow run {run_id}", highlight=False)
+    console.print("stage times: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+                  highlight=False)
 
 
 @train_app.command("uplift")

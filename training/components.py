@@ -35,13 +35,14 @@ class Components:
     gg: GammaGammaModel
 
     def simulate_spends(self, frame: pd.DataFrame, horizons: Sequence[float], *,
-                        draws: int = 200, seed: int = 0,
-                        groups: Sequence[int] | None = None) -> list[np.ndarray]:
-        """Simulated spend draws of the feature rows over each horizon (`clv.simulate_spends`)."""
+                        draws: int = 200, seed: int = 0) -> list[np.ndarray]:
+        """Simulated spend draws of the feature rows over each horizon (`clv.simulate_spends`),
+        each row's drawn from its own key (`customer_keys`): the same customer at the same
+        as_of gets the same draws in any batch."""
         f, r, t = _summary(frame)
         return clv.simulate_spends(self.bg, self.gg, f, r, t,
                                    frame["monetary_value"].to_numpy(dtype="float64"), horizons,
-                                   draws=draws, seed=seed, groups=groups)
+                                   draws=draws, seed=seed, keys=customer_keys(frame))
 
     def params(self) -> dict[str, float]:
         out = {}
@@ -100,6 +101,27 @@ def bg_p_zero(bg: BetaGeoModel, t: float, frequency: np.ndarray, recency: np.nda
     shape, alpha = bg.params_["r"], bg.params_["alpha"]
     stay_quiet = ((alpha + big_t) / (alpha + big_t + t)) ** (shape + frequency)
     return 1.0 - p_alive + p_alive * stay_quiet
+
+
+def customer_keys(frame: pd.DataFrame) -> np.ndarray:
+    """One uint64 per feature row naming whose futures the value simulation draws: a hash of
+    (customer_id, as_of as YYYY-MM-DD). A row without a customer id (column absent, null or
+    blank) is keyed by its as_of and BTYD summary (frequency, recency, T, monetary_value)
+    instead, so identical anonymous rows get identical draws, wherever they are scored."""
+    n = len(frame)
+    as_of = (pd.to_datetime(frame["as_of"], errors="coerce").dt.strftime("%Y-%m-%d")
+             .fillna("").to_numpy(dtype=object) if "as_of" in frame else np.full(n, "", object))
+    ids = (frame["customer_id"] if "customer_id" in frame else pd.Series([None] * n))
+    ids = ids.astype(object).where(ids.notna(), "").astype(str).str.strip().to_numpy(object)
+    named = pd.util.hash_pandas_object(pd.DataFrame({"id": ids, "as_of": as_of}),
+                                       index=False).to_numpy(np.uint64, copy=True)
+    anonymous = ids == ""
+    if anonymous.any():
+        summary = frame.loc[anonymous, ["frequency", "recency", "T", "monetary_value"]]
+        summary = summary.astype("float64").assign(as_of=as_of[anonymous])
+        hashed = pd.util.hash_pandas_object(summary, index=False).to_numpy(np.uint64)
+        named[anonymous] = ~hashed
+    return named
 
 
 def _summary(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

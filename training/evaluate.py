@@ -457,9 +457,9 @@ GRADED_METRICS: tuple[GradedMetric, ...] = (
     GradedMetric(Metric.CHURN_ROC_AUC, "roc_auc", "ROC-AUC", "Churn model ranks customers",
                  _RANKS, True),
     GradedMetric(Metric.CHURN_PR_AUC, "pr_auc", "PR-AUC",
-                 "Churn model puts churners at the top of its list", _RANKS, False),
+                 "Churn model puts churners at the top of its list", _RANKS, True),
     GradedMetric(Metric.CHURN_BRIER, "brier", "Brier score", "Churn probabilities are",
-                 _ACCURACY, False),
+                 _ACCURACY, True),
     GradedMetric(Metric.PURCHASES_MAE, None, "MAE", "Purchase forecasts are", _ACCURACY, True,
                  ".3g"),
     GradedMetric(Metric.VALUE_GINI, "normalized_gini", "normalized Gini",
@@ -489,7 +489,9 @@ def grade_report(
     when `ours` and at least one baseline have it; the best baseline is the one with the best
     non-NaN value. Each entry: metric, label, higher_is_better, best_baseline, baseline_value,
     ours, delta (ours - baseline), grade, explanation. "overall": the worst grade among the
-    churn ROC-AUC, purchases MAE and value Gini entries present ("n/a" ones ignored).
+    headline entries present ("n/a" ones ignored): churn ROC-AUC, PR-AUC and Brier (ranking,
+    ranking at the top of the list, and probabilities a person reads), purchases MAE and value
+    Gini.
     """
     if ours not in metrics_by_model:
         raise ValueError(f"model {ours!r} not in metrics_by_model")
@@ -531,6 +533,7 @@ def grade_report(
         parts = ", ".join(f"{k} {g}" for k, g in headline.items())
         text = f"Overall {worst}: the weakest of the headline grades ({parts})."
     else:
-        worst, text = NOT_GRADED, "No headline metric (ROC-AUC, MAE, Gini) could be graded."
+        labels = ", ".join(m.label for m in GRADED_METRICS if m.headline)
+        worst, text = NOT_GRADED, f"No headline metric ({labels}) could be graded."
     report["overall"] = {"grade": worst, "based_on": list(headline), "explanation": text}
     return report

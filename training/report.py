@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from training import plots
-from training.candidates import OURS, Target, candidate
+from training.candidates import OURS, Target, candidate, served
 from training.models.plots import (
     plot_frequency_recency_matrix,
     plot_period_transactions,
@@ -153,14 +153,14 @@ def _btyd_figures(result: TrainResult) -> dict[str, Figure]:
 
 
 def _serves(result: TrainResult, target: Target) -> str | None:
-    """Which baseline our model serves for `target`, if it serves one (chosen on validation)."""
+    """Which baseline or other candidate than our booster our model serves for `target`, if
+    it serves one (chosen on validation)."""
     choice = {Target.CHURN: result.scorer.churn_choice,
               Target.PURCHASES: result.scorer.purchases_choice,
               Target.SPEND: result.scorer.spend_choice}[target]
-    baseline = candidate(target, choice).baseline
-    if baseline is None:
+    if choice == served(target)[0].name:
         return None
-    return f"{OURS} = {baseline} (served: best on validation)"
+    return f"{OURS} = {candidate(target, choice).baseline or choice} (served: chosen on validation)"
 
 
 def _join(*notes: str | None) -> str | None:

@@ -19,12 +19,13 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from training.candidates import Target, candidate
+from training.candidates import Target, candidate, churn_contributions
 from training.components import Components, component_features, fit_components
 from training.data import SEASON, add_season
 from training.models import (
     ChurnClassifier,
     PurchasesRegressor,
+    RankBlend,
     RFMLogistic,
     SpendRegressor,
     clv,
@@ -52,6 +53,7 @@ class CustomerScorer:
     spend: SpendRegressor
     rfm: RFMLogistic
     horizon_days: int
+    blend: RankBlend | None = None  # fitted when selection chose the blend
     churn_choice: str = "xgboost"
     purchases_choice: str = "xgboost"
     spend_choice: str = "xgboost"
@@ -113,9 +115,10 @@ class CustomerScorer:
               groups: Sequence[int] | None = None) -> pd.DataFrame:
         """Every score for each feature row (see SCORE_COLUMNS).
 
-        `groups` (row counts of consecutive blocks, e.g. the requests of a micro-batch) gives
-        each block the answers it would get scored alone: the value simulation restarts its
-        random draws per block (every other score is row by row anyway).
+        Every score is row by row: the value simulation draws each customer's futures from
+        its own key (`components.customer_keys`), so a row gets the same answer alone, in any
+        batch, chunk or order. `groups` (row counts of the requests of a micro-batch) is
+        accepted from callers that pass it and changes nothing.
         """
         # Waking XGBoost's thread pool costs more than a small batch's trees on a busy machine.
         threads = 1 if len(frame) < SMALL_BATCH else xgb.get_config()["nthread"]
@@ -129,7 +132,7 @@ class CustomerScorer:
         spend = self.expected_spend(x)
         # One simulation serves both horizons (the CLV horizon extends the same futures).
         draws_h, draws_c = self.components.simulate_spends(
-            x, (self.horizon_days, self.clv_horizon_days), draws=self.draws, groups=groups)
+            x, (self.horizon_days, self.clv_horizon_days), draws=self.draws)
         interval = clv.quantiles(draws_h, spend, self.interval_levels)
         sim_h = draws_h.mean(axis=1)
         adjust = np.clip(np.divide(spend, sim_h, out=np.ones_like(spend), where=sim_h > 0),
@@ -154,7 +157,7 @@ class CustomerScorer:
         })
         if reasons:
             raising, lowering = explain_joined(
-                self.churn.contributions(x[self.churn.feature_names_in_]), x)
+                churn_contributions(self, self.churn_choice, x), x)
             out["reasons_raising"] = raising
             out["reasons_lowering"] = lowering
         else:

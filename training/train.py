@@ -1,8 +1,9 @@
 """The training job: cutoffs → features and labels → components → models → out-of-time evaluation.
 
-Stage 1 fits every model on the training cutoffs and chooses, per target, the best of our
-XGBoost model and its components on the validation cutoff (so the served forecast is never worse
-than its best component there). Stage 2 refits on training + validation cutoffs; that is the
+Stage 1 fits every model on the training cutoffs and chooses, per target, among our XGBoost
+model and its components on the validation cutoff (`training.candidates.choose`; churn weighs
+ROC-AUC, PR-AUC and Brier together, so the served forecast is not worse there than its best
+component beyond a small tolerance). Stage 2 refits on training + validation cutoffs; that is the
 registered model, and the test cutoff, whose label window nobody has seen, grades it against the
 baselines in the same run.
 
@@ -21,21 +22,33 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
+from sklearn.model_selection import GroupKFold
 
 from training import evaluate as ev
 from training.candidates import (
+    BLEND,
     LABELS,
     OURS,
     SELECTION,
+    Choice,
     Target,
     baseline_names,
     baselines,
+    blend_inputs,
+    choose,
     rfm_matrix,
     served,
 )
 from training.components import COMPONENT_FEATURES, Components, component_features, fit_components
 from training.data import FEATURES, Cutoffs, build_frames, plan_cutoffs
-from training.models import ChurnClassifier, PurchasesRegressor, RFMLogistic, SpendRegressor, clv
+from training.models import (
+    ChurnClassifier,
+    PurchasesRegressor,
+    RankBlend,
+    RFMLogistic,
+    SpendRegressor,
+    clv,
+)
 from training.scorer import CustomerScorer
 
 CHURN_BASELINES = baseline_names(Target.CHURN)
@@ -95,13 +108,14 @@ class TrainResult:
     cutoffs: Cutoffs
     metrics: dict[str, dict[str, float]]
     grades: ev.GradeReport
-    selection: dict[str, dict[str, float]]
+    selection: dict[str, dict[str, dict[str, float]]]  # target -> candidate -> metric -> value
     test: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     churn_scores: dict[str, np.ndarray] = field(default_factory=dict)
     component_params: dict[str, float] = field(default_factory=dict)
     test_components: Components | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    choices: dict[str, Choice] = field(default_factory=dict)  # per target, with the reason
 
 
 def _xgb(cfg: TrainConfig) -> dict[str, object]:
@@ -117,18 +131,49 @@ class _Models:
     purchases: PurchasesRegressor
     spend: SpendRegressor
     rfm: RFMLogistic
+    blend: RankBlend | None = None
 
 
-def _fit_models(frame: pd.DataFrame, cfg: TrainConfig, columns: list[str]) -> _Models:
+# Folds of the out-of-fold scores the rank blend is calibrated on (by customer); each fold's
+# booster calibrates itself on this many folds too.
+BLEND_FOLDS = 2
+
+
+def _fit_models(frame: pd.DataFrame, cfg: TrainConfig, columns: list[str], *,
+                blend: bool) -> _Models:
     x = frame[columns]
     churned = frame[LABELS[Target.CHURN]].astype(int)
-    return _Models(
-        churn=ChurnClassifier(**_xgb(cfg)).fit(x, churned,
-                                               groups=frame["customer_id"].astype(str)),
+    groups = frame["customer_id"].astype(str)
+    models = _Models(
+        churn=ChurnClassifier(**_xgb(cfg)).fit(x, churned, groups=groups),
         purchases=PurchasesRegressor(**_xgb(cfg)).fit(x, frame[LABELS[Target.PURCHASES]]),
         spend=SpendRegressor(**_xgb(cfg)).fit(x, frame[LABELS[Target.SPEND]]),
         rfm=RFMLogistic().fit(rfm_matrix(frame), churned),
     )
+    if blend:
+        models.blend = _fit_blend(frame, x, churned, groups.to_numpy(), cfg, models)
+    return models
+
+
+def _fit_blend(frame: pd.DataFrame, x: pd.DataFrame, churned: pd.Series, groups: np.ndarray,
+               cfg: TrainConfig, models: _Models) -> RankBlend:
+    """The rank blend of the churn booster and the RFM logistic regression, calibrated on
+    their out-of-fold scores (folds by customer), as the booster calibrates itself: it learns
+    how the pair ranks customers neither model learned from. With a fold of one class (tiny
+    data) it calibrates on the models' in-sample scores instead."""
+    y = churned.to_numpy()
+    scores = np.full((len(frame), 2), np.nan)
+    n_splits = min(BLEND_FOLDS, len(np.unique(groups)))
+    splits = list(GroupKFold(n_splits=n_splits).split(x, y, groups)) if n_splits >= 2 else []
+    if splits and all(len(np.unique(y[train])) == 2 for train, _ in splits):
+        for train, held in splits:
+            churn = ChurnClassifier(**_xgb(cfg), n_calibration_folds=BLEND_FOLDS).fit(
+                x.iloc[train], y[train], groups=groups[train])
+            rfm = RFMLogistic().fit(rfm_matrix(frame.iloc[train]), y[train])
+            scores[held] = blend_inputs(churn, rfm, frame.iloc[held])
+    else:
+        scores = blend_inputs(models.churn, models.rfm, frame)
+    return RankBlend().fit(scores, y)
 
 
 def train(
@@ -158,10 +203,12 @@ def train(
 
     stages("fit_select", "stage 1: fit on training cutoffs, choose on validation")
     train_df = pd.concat([stacked[d] for d in cutoffs.train], ignore_index=True)
-    stage1 = _fit_models(train_df, cfg, columns)
+    stage1 = _fit_models(train_df, cfg, columns, blend=True)
     val = stacked[cutoffs.validation]
     selection = _select(val, stage1)
-    choices = {k: min(v, key=v.get) for k, v in selection.items()}
+    chosen = {target: choose(selection[str(target)], metrics)
+              for target, metrics in SELECTION.items()}
+    choices = {target: c.name for target, c in chosen.items()}
     centre = _predict(stage1, Target.SPEND, choices[Target.SPEND], val)
     draws = comps[cutoffs.validation].simulate_spends(val, (cfg.horizon_days,),
                                                       seed=cfg.seed)[0]
@@ -169,10 +216,10 @@ def train(
 
     stages("refit", "stage 2: refit on training + validation cutoffs")
     final_df = pd.concat([stacked[d] for d in cutoffs.final_train], ignore_index=True)
-    final = _fit_models(final_df, cfg, columns)
+    final = _fit_models(final_df, cfg, columns, blend=choices[Target.CHURN] == BLEND)
     scorer = CustomerScorer(
         features=list(FEATURES), components=served_comps, churn=final.churn,
-        purchases=final.purchases, spend=final.spend, rfm=final.rfm,
+        purchases=final.purchases, spend=final.spend, rfm=final.rfm, blend=final.blend,
         horizon_days=cfg.horizon_days, churn_choice=choices[Target.CHURN],
         purchases_choice=choices[Target.PURCHASES], spend_choice=choices[Target.SPEND],
         interval_levels=levels, clv_horizon_days=cfg.clv_horizon_days,
@@ -191,14 +238,15 @@ def train(
                             cfg.horizon_days, scores["expected_purchases"].sum()))
     grades = ev.grade_report(metrics, OURS, [*CHURN_BASELINES, *VALUE_BASELINES],
                              margins=(0.02, 0.005))
-    tables["selection"] = pd.DataFrame(selection).T
+    tables["selection"] = _selection_table(selection, choices, cutoffs.validation)
     evaluated = test.assign(**{f"score_{c}": scores[c] for c in scores.columns
                                if c not in ("customer_id", "as_of")})
     params = {f"test_{k}": v for k, v in comps[cutoffs.test].params().items()}
     params.update({f"served_{k}": v for k, v in served_comps.params().items()})
     metrics[OURS]["recency_rule_days"] = threshold
     return TrainResult(scorer, cutoffs, metrics, grades, selection, evaluated, tables,
-                       churn_scores, params, comps[cutoffs.test], dict(stages.close()))
+                       churn_scores, params, comps[cutoffs.test], dict(stages.close()),
+                       {str(target): c for target, c in chosen.items()})
 
 
 def _tracking(transactions: pd.DataFrame, test: pd.DataFrame, comp: Components,
@@ -232,15 +280,27 @@ def _predict(models: _Models, target: Target, name: str, x: pd.DataFrame) -> np.
     return next(c for c in served(target) if c.name == name).predict(models, x)
 
 
-def _select(val: pd.DataFrame, models: _Models) -> dict[str, dict[str, float]]:
-    """Validation error of each servable candidate per target (lower is better; an AUC-like
-    selection metric counts as 1 - value)."""
-    return {
-        str(target): {c.name: ev.metric_error(metric, val[LABELS[target]].astype(float),
-                                              c.predict(models, val))
-                      for c in served(target)}
-        for target, metric in SELECTION.items()
-    }
+def _select(val: pd.DataFrame, models: _Models) -> dict[str, dict[str, dict[str, float]]]:
+    """Each servable candidate's selection metrics on the validation cutoff, per target."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for target, metrics in SELECTION.items():
+        actual = val[LABELS[target]].astype(float)
+        out[str(target)] = {}
+        for c in served(target):
+            predicted = c.predict(models, val)
+            out[str(target)][c.name] = {m: ev.metric_value(m, actual, predicted)
+                                        for m in metrics}
+    return out
+
+
+def _selection_table(selection: dict[str, dict[str, dict[str, float]]],
+                     choices: dict[Target, str], as_of: dt.date) -> pd.DataFrame:
+    """One row per (target, candidate): its validation metrics and whether it serves."""
+    rows = [{"target": target, "candidate": name, "validation_as_of": as_of.isoformat(),
+             **{str(m): v for m, v in values.items()},
+             "chosen": choices[Target(target)] == name}
+            for target, candidates in selection.items() for name, values in candidates.items()]
+    return pd.DataFrame(rows).set_index(["target", "candidate"])
 
 
 def _evaluate(test: pd.DataFrame, own: pd.DataFrame, scores: pd.DataFrame, models: _Models,

@@ -9,7 +9,7 @@ except through the pipeline.
 
 - BTYD: `BetaGeoModel` (BG/NBD), `ParetoNBDModel`, `GammaGammaModel`;
 - boosters: `ChurnClassifier`, `PurchasesRegressor`, `SpendRegressor` (over `BoostedModel`);
-- baselines: `RFMLogistic`;
+- baselines: `RFMLogistic`; the rank blend of two models' scores: `RankBlend`;
 - uplift learners: `TLearner`, `XLearner`, `ClassTransformation` (over `UpliftLearner`);
 - products: `ItemRecommender`, `PopularityRecommender`;
 - value maths: `clv` (simulated spend, intervals, discounting);
@@ -19,6 +19,7 @@ except through the pipeline.
 
 from training.models import clv
 from training.models.baselines import RFMLogistic
+from training.models.blend import RankBlend
 from training.models.boosted import BoostedModel
 from training.models.btyd import BaseModel as BTYDModel
 from training.models.btyd import BetaGeoModel, GammaGammaModel, ParetoNBDModel
@@ -50,6 +51,7 @@ __all__ = [
     "PopularityRecommender",
     "PurchasesRegressor",
     "RFMLogistic",
+    "RankBlend",
     "SpendRegressor",
     "TLearner",
     "UpliftInputError",

@@ -42,6 +42,8 @@ class RFMLogistic(ClassifierMixin, BaseEstimator):
     [0.11, 0.83, 0.2, 0.86]
     >>> model.predict(X).tolist()
     [0, 1, 0, 1]
+    >>> model.contributions(X[:1]).round(2).to_dict("records")
+    [{'x0': -0.7, 'x1': -0.67, 'x2': -0.7, 'bias': -0.02}]
     """
 
     def __init__(self, *, C: float = 1.0) -> None:
@@ -68,6 +70,27 @@ class RFMLogistic(ClassifierMixin, BaseEstimator):
         """The most probable label of each row."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
+
+    def contributions(self, X: npt.ArrayLike | pd.DataFrame) -> pd.DataFrame:
+        """Each column's share of the log-odds of the second class, plus `bias`.
+
+        The model is linear in the standardised columns, so a column contributes its
+        coefficient times the row's distance from the training mean (on the signed-log scale,
+        in standard deviations); `bias` is the intercept, and a row's contributions add up to
+        its log-odds, as a booster's TreeSHAP contributions do. Columns are named as at fit
+        (x0, x1, ... for an array fit); the index is X's for a DataFrame.
+        """
+        check_is_fitted(self, "model_")
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        x = validate_data(self, X, reset=False, dtype="float64")
+        scaler, logistic = self.model_[0], self.model_[-1]
+        z = scaler.transform(_signed_log(x))
+        names = getattr(self, "feature_names_in_", None)
+        columns = (list(names) if names is not None
+                   else [f"x{j}" for j in range(self.n_features_in_)])
+        out = pd.DataFrame(z * logistic.coef_[0], columns=columns, index=index)
+        out["bias"] = logistic.intercept_[0]
+        return out
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore a pickled model; one saved before `classes_` and `n_features_in_` were

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from training.models import keyed_random
 from training.models.btyd import BetaGeoModel, GammaGammaModel
 from training.models.errors import ModelInputError
 
@@ -23,32 +24,34 @@ from training.models.errors import ModelInputError
 def simulate_spend(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray,
                    recency: np.ndarray, T: np.ndarray, monetary: np.ndarray,
                    horizon: float, *, draws: int = 200, seed: int = 0,
-                   chunk: int = 50_000) -> np.ndarray:
-    """Draws (n_customers x draws) of total spend in the next `horizon_days`.
+                   keys: np.ndarray | None = None, chunk: int = 50_000) -> np.ndarray:
+    """Draws (n_customers x draws) of total spend in the next `horizon` days.
 
     BG/NBD given (x, t_x, T): alive ~ Bernoulli(P(alive)); lambda ~ Gamma(r + x, alpha + T);
     p ~ Beta(a, b + x); purchases = min(Poisson(lambda t), Geometric(p)) (dropout follows a
     purchase). Gamma-Gamma: nu ~ Gamma(p x + q, gamma + x m); total ~ Gamma(N p, nu).
     """
     return simulate_spends(bg, gg, frequency, recency, T, monetary, (horizon,), draws=draws,
-                           seed=seed, chunk=chunk)[0]
+                           seed=seed, keys=keys, chunk=chunk)[0]
 
 
 def simulate_spends(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray,
                     recency: np.ndarray, T: np.ndarray, monetary: np.ndarray,
                     horizons: Sequence[float], *, draws: int = 200, seed: int = 0,
-                    chunk: int = 50_000, groups: Sequence[int] | None = None) -> list[np.ndarray]:
+                    keys: np.ndarray | None = None, chunk: int = 50_000) -> list[np.ndarray]:
     """`simulate_spend` for several horizons from the same simulated futures, one array each.
 
-    Purchases in a longer horizon are the shorter one's plus Poisson(lambda x the extra days)
-    (capped by the same Geometric dropout) and its spend the shorter one's plus
-    Gamma(extra purchases x p, nu): sums of independent Poisson and Gamma draws, so each
-    horizon's draws have exactly the distribution of a separate simulation. Only what can
-    change a total is drawn: rates for alive draws, dropout and nu where a purchase happens
-    (dropout from its marginal, `_dropouts`).
+    Each row's draws depend only on its key (`keys`, one uint64 per row naming the customer;
+    default: the row's position), `seed` and its own inputs: never on the other rows, their
+    order or `chunk`. They are counter-based (`keyed_random`), and a row's draws are
+    exchangeable (its alive futures come first), which is all means and quantiles need.
 
-    `groups` (row counts of consecutive blocks of rows) draws each block from its own
-    generator, exactly as if the block were simulated alone.
+    The same futures as `simulate_spend` describes, drawn with the rate integrated out:
+    purchases in the longest horizon t ~ NegBin(r + x, (alpha + T) / (alpha + T + t)) for an
+    alive customer, capped by the same beta-geometric dropout (`_dropouts`); spend per horizon
+    is Gamma(purchases x p, nu), a shorter horizon's spend being part of the longer one's
+    (`_simulate`). Only what can change a total is drawn: futures with no purchase in the
+    longest horizon are zeros, and dropout and nu are drawn where a purchase happens.
     """
     x = np.asarray(frequency, dtype="float64")
     rec = np.asarray(recency, dtype="float64")
@@ -58,55 +61,73 @@ def simulate_spends(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray
     if not len(rec) == len(big_t) == len(m) == n:
         raise ModelInputError(f"frequency, recency, T, monetary: lengths differ "
                               f"({n}, {len(rec)}, {len(big_t)}, {len(m)})")
+    key = np.arange(n, dtype=np.uint64) if keys is None else np.asarray(keys, dtype=np.uint64)
+    if len(key) != n:
+        raise ModelInputError(f"keys: expected {n} values, got {len(key)}")
+    key = keyed_random.seeded(key, seed)
     p_alive = bg.p_alive(x, rec, big_t)
     order = np.argsort(horizons, kind="stable")
     outs = [np.zeros((n, draws)) for _ in horizons]
-    blocks = [n] if groups is None else [int(g) for g in groups]
-    if sum(blocks) != n or min(blocks, default=0) < 0:
-        raise ModelInputError(f"groups: sizes {blocks} do not add up to {n} rows")
-    ends = np.cumsum(blocks)
-    for start, end in zip(ends - blocks, ends, strict=True):
-        rng = np.random.default_rng(seed)
-        for lo in range(int(start), int(end), chunk):
-            _simulate(rng, bg.params_, gg.params_, x, big_t, m, p_alive,
-                      slice(lo, min(lo + chunk, int(end))), draws, horizons, order, outs)
+    for lo in range(0, n, chunk):
+        _simulate(bg.params_, gg.params_, x, big_t, m, p_alive, key,
+                  slice(lo, min(lo + chunk, n)), draws, horizons, order, outs)
     return outs
 
 
-def _simulate(rng: np.random.Generator, bg: dict[str, float], gg: dict[str, float],
-              x: np.ndarray, big_t: np.ndarray, m: np.ndarray, p_alive: np.ndarray, s: slice,
-              draws: int, horizons: Sequence[float], order: np.ndarray,
-              outs: list[np.ndarray]) -> None:
-    """Draws of the rows in `s` into `outs` (one array per horizon)."""
-    lo = s.start
-    cells = np.flatnonzero(rng.random((s.stop - lo, draws)) < p_alive[s, None])
-    row = cells // draws + lo
-    xa = x[row]
-    lam = rng.gamma(bg["r"] + xa, 1.0 / (bg["alpha"] + big_t[row]))
-    counts, seen, last = [], 0, 0.0
-    for k in order:
-        seen = seen + rng.poisson(lam * (float(horizons[k]) - last))
-        last = float(horizons[k])
-        counts.append(seen)
-    buys = np.flatnonzero(counts[-1] > 0)
-    cells, row, xb = cells[buys], row[buys], xa[buys]
+# Streams of the counter-based draws (`keyed_random`): one per quantity drawn.
+_BUYING, _COUNTS, _DROPOUT, _NU, _SPEND = range(5)
+_THIN = 16  # streams _THIN + i: purchases of the i-th horizon from the longest down
+
+
+def _simulate(bg: dict[str, float], gg: dict[str, float], x: np.ndarray, big_t: np.ndarray,
+              m: np.ndarray, p_alive: np.ndarray, key: np.ndarray, s: slice, draws: int,
+              horizons: Sequence[float], order: np.ndarray, outs: list[np.ndarray]) -> None:
+    """Draws of the rows in `s` into `outs` (one array per horizon).
+
+    Only futures with a purchase in the longest horizon are drawn: their number per row ~
+    Binomial(draws, P(alive) x P(N > 0 | alive)), their purchases from the zero-truncated
+    NegBin, and each shorter horizon's by thinning (given the rate, the purchases of a
+    Poisson process up to t are Binomial(N(t_next), t / t_next) of those up to t_next).
+    The other futures spend nothing in any horizon.
+    """
+    rows = s.stop - s.start
+    size, rate = bg["r"] + x[s], bg["alpha"] + big_t[s]
+    t_end = float(horizons[order[-1]])
+    q = rate / (rate + t_end)
+    quiet = np.exp(size * np.log(q))  # P(no purchase in the longest horizon | alive)
+    buying = keyed_random.binomials(keyed_random.uniform(key[s], _BUYING), draws,
+                                    p_alive[s] * (1.0 - quiet))
+    row = np.repeat(np.arange(rows), buying)
+    index = np.arange(len(row)) - np.repeat(np.cumsum(buying) - buying, buying)
+    cells = row * draws + index
+    states = keyed_random.cell_states(key[s][row], index)
+    u = keyed_random.uniform(states, _COUNTS)
+    u = quiet[row] + u * (1.0 - quiet[row])  # conditioned on N > 0
+    counts = [np.maximum(keyed_random.negative_binomials(u, size, q, row), 1)]
+    for i in range(len(order) - 1, 0, -1):
+        keep = float(horizons[order[i - 1]]) / float(horizons[order[i]])
+        u = keyed_random.uniform(states, _THIN + i)
+        counts.insert(0, keyed_random.thinned(u, counts[0], keep))
+    xb = x[s][row]
     xs, code = np.unique(x[s], return_inverse=True)
-    dropout = _dropouts(rng, bg["a"], bg["b"], xs, code.ravel()[row - lo],
-                        counts[-1][buys])
-    nu = rng.gamma(gg["p"] * xb + gg["q"], 1.0 / (gg["gamma"] + xb * m[row]))
-    total, before = np.zeros(len(buys)), 0
-    for k, seen in zip(order, counts, strict=True):
-        bought = np.minimum(seen[buys], dropout)
+    dropout = _dropouts(keyed_random.uniform(states, _DROPOUT), bg["a"], bg["b"], xs,
+                        code.ravel()[row], counts[-1])
+    nu = (keyed_random.gammas(states, _NU, gg["p"] * xb + gg["q"])
+          / (gg["gamma"] + xb * m[s][row]))
+    total, before = np.zeros(len(row)), 0
+    for step, (k, seen) in enumerate(zip(order, counts, strict=True)):
+        bought = np.minimum(seen, dropout)
         more = np.flatnonzero(bought > before)
-        total[more] += rng.gamma((bought - before)[more] * gg["p"], 1.0 / nu[more])
+        total[more] += keyed_random.gammas(states[more], _SPEND + 8 * step,
+                                           (bought - before)[more] * gg["p"]) / nu[more]
         outs[k][s].reshape(-1)[cells] = total
         before = bought
 
 
-def _dropouts(rng: np.random.Generator, a: float, b: float, xs: np.ndarray, code: np.ndarray,
+def _dropouts(u: np.ndarray, a: float, b: float, xs: np.ndarray, code: np.ndarray,
               cap: np.ndarray) -> np.ndarray:
     """min(G, cap + 1) for G ~ Geometric(p), p ~ Beta(a, b + x): the purchase after which the
-    customer drops out, as far as the first `cap` purchases can tell.
+    customer drops out, as far as the first `cap` purchases can tell (`u`: one uniform each).
 
     p serves nothing else, so G is drawn from its marginal (beta-geometric) by inversion:
     P(G > k) = B(a, b + x + k) / B(a, b + x) = prod_{i<k} (b + x + i) / (a + b + x + i), and
@@ -120,7 +141,6 @@ def _dropouts(rng: np.random.Generator, a: float, b: float, xs: np.ndarray, code
     survive = np.exp(np.concatenate([np.zeros((len(xs), 1)), np.cumsum(steps, axis=1)],
                                     axis=1)).ravel()  # P(G > k) at [code, k], k = 0..top
     base = code * (top + 1)
-    u = rng.random(len(code))
     out = cap + 1
     look = np.flatnonzero(u >= survive[base + cap])  # G <= cap
     k = 1

@@ -8,8 +8,12 @@ customer x item matrix, turned into a shrunk asymmetric cosine
 
 (c_ij = customers who bought both, n_i = customers who bought i; alpha = 0.5 is the cosine,
 lower alpha damps popular candidates j), keeping pairs with c_ij >= `min_support` and the top
-`n_neighbors` j per item. A customer's candidates are scored by the sum of their similarities to
-the items the customer bought, each item's weight halved every `recency_half_life_days` since
+`n_neighbors` j per item. Co-occurrences are summed sparsely (X.T @ X) in blocks of items sized
+by the pairs they sum and pruned to the kept neighbours block by block, so a fit's memory is
+bounded by the block size and the model by items x `n_neighbors`, whatever the catalogue.
+
+A customer's candidates are scored by the sum of their similarities to the items the customer
+bought, each item's weight halved every `recency_half_life_days` since
 its last purchase; that sum, divided by the customer's best, plus `popularity_weight` times the
 candidate's popularity (customers in the window / the most popular product's), ranks the
 co-purchase candidates. Each names the bought item that contributed most ("bought with X by 41
@@ -38,16 +42,31 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 Recommendation = dict[str, object]
-Explain = Callable[[int, np.ndarray], list[str]]
+Explain = Callable[[int, np.ndarray, np.ndarray], list[str]]
 AsOf = dt.date | dt.datetime | pd.Timestamp | str | None
 
 _DAY = pd.Timedelta(days=1)
-_BLOCK_CELLS = 4_000_000  # dense cells per co-occurrence block (32 MB per float64 array)
+# Co-occurrence pairs (with repeats, before summing) computed per block of items: bounds the
+# memory of a fit (about 100 bytes a pair at most) whatever the size of the catalogue.
+_BLOCK_PAIRS = 4_000_000
 _BATCH = 256  # customers scored per sparse product in `recommend`
 
 
 def _n(count: int, unit: str) -> str:
     return f"{count} {unit}" + ("" if count == 1 else "s")
+
+
+def _blocks(work: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive [start, stop) ranges of items whose summed `work` stays within `budget`
+    (an item above it alone gets its own block)."""
+    cum = np.concatenate([[0], np.cumsum(work, dtype=np.int64)])
+    out, start = [], 0
+    while start < len(work):
+        stop = int(np.searchsorted(cum, cum[start] + budget, side="right")) - 1
+        stop = min(max(stop, start + 1), len(work))
+        out.append((start, stop))
+        start = stop
+    return out
 
 
 def purchase_lines(
@@ -208,37 +227,39 @@ class PopularityRecommender(BaseEstimator):
         """Top-k lists for rows of a customers x items matrix of days since last purchase."""
         if k < 0:
             raise ValueError("k must be >= 0")
-        n_items = len(self.items_)
         scores, explain = self._scores(rows)
-        blockable = np.ones(n_items, dtype=bool)  # left out once bought
+        blockable = np.ones(len(self.items_), dtype=bool)  # left out once bought
         if repeatable:
             again = self.items_.get_indexer(list(repeatable))
             blockable[again[again >= 0]] = False
         items = self.items_.to_numpy()
+        order = self._pop_order_
         result = []
         for r in range(rows.shape[0]):
             bought = rows.indices[rows.indptr[r]:rows.indptr[r + 1]]
-            blocked = np.zeros(n_items, dtype=bool)
-            if exclude_bought:
-                blocked[bought[blockable[bought]]] = True
-            chosen: list[int] = []
+            blocked = bought[blockable[bought]] if exclude_bought else bought[:0]
+            chosen = np.zeros(0, dtype=np.int64)
             recs: list[Recommendation] = []
             if scores is not None and k:
-                row = np.where(blocked, 0.0, scores[r])
-                cand = np.flatnonzero(row > 0)
+                lo, hi = scores.indptr[r], scores.indptr[r + 1]
+                cand, val = scores.indices[lo:hi], scores.data[lo:hi]
+                ok = (val > 0) & ~np.isin(cand, blocked)
+                cand, val = cand[ok], val[ok]
                 if len(cand) > k:
-                    kth = np.partition(row[cand], len(cand) - k)[len(cand) - k]
-                    cand = cand[row[cand] >= kth]
-                cand = cand[np.lexsort((cand, -row[cand]))][:k]
-                if len(cand):
-                    recs = [{"product_id": items[j], "score": round(float(row[j]), 6),
+                    kth = np.partition(val, len(cand) - k)[len(cand) - k]
+                    cand, val = cand[val >= kth], val[val >= kth]
+                best = np.lexsort((cand, -val))[:k]
+                chosen, val = cand[best].astype(np.int64), val[best]
+                if len(chosen):
+                    recs = [{"product_id": items[j], "score": round(float(v), 6),
                              "reason": why}
-                            for j, why in zip(cand, explain(r, cand), strict=True)]
-                chosen = [int(j) for j in cand]
+                            for j, v, why in zip(chosen, val, explain(r, chosen, val),
+                                                 strict=True)]
             if len(recs) < k:
-                blocked[chosen] = True
-                order = self._pop_order_
-                fill = order[~blocked[order]][: k - len(recs)]
+                need = k - len(recs)
+                skip = np.union1d(blocked, chosen)
+                head = order[:need + len(skip)]  # enough to fill past every skipped item
+                fill = head[~np.isin(head, skip)][:need]
                 recs += [{"product_id": items[j], "score": round(float(self._pop_score_[j]), 6),
                           "reason": self._popular(int(j))} for j in fill]
             result.append(recs)
@@ -250,8 +271,8 @@ class PopularityRecommender(BaseEstimator):
             return f"popular in the last {self.popularity_window_days} days ({_n(n, 'customer')})"
         return f"popular overall ({_n(int(self._ever_[j]), 'customer')})"
 
-    def _scores(self, rows: sp.csr_matrix) -> tuple[np.ndarray | None, Explain | None]:
-        """Co-purchase scores (dense rows x items) and their reasons; None for popularity."""
+    def _scores(self, rows: sp.csr_matrix) -> tuple[sp.csr_matrix | None, Explain | None]:
+        """Co-purchase scores (sparse rows x items) and their reasons; None for popularity."""
         return None, None
 
 
@@ -326,28 +347,17 @@ class ItemRecommender(PopularityRecommender):
         n_rows = int(row_code.max()) + 1
         pairs = np.unique(row_code.astype(np.int64) * n_items + item_code)
         x = sp.csr_matrix(
-            (np.ones(len(pairs), dtype=np.float32), (pairs // n_items, pairs % n_items)),
+            (np.ones(len(pairs), dtype=np.int32), (pairs // n_items, pairs % n_items)),
             shape=(n_rows, n_items),
         )
-        n = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
+        n = np.bincount(x.indices, minlength=n_items).astype(np.float64)
         xt = x.T.tocsr()
         m = min(int(self.n_neighbors), max(n_items - 1, 0))
-        block = max(1, _BLOCK_CELLS // max(n_items, 1))
-        parts: list[tuple[np.ndarray, ...]] = []
-        for b0 in range(0, n_items if m > 0 else 0, block):
-            b1 = min(b0 + block, n_items)
-            c = (xt[b0:b1] @ x).toarray().astype(np.float64)
-            c[np.arange(b1 - b0), np.arange(b0, b1)] = 0.0
-            c[c < max(self.min_support, 1)] = 0.0
-            norm = n[b0:b1, None] ** self.alpha * n[None, :] ** (1.0 - self.alpha)
-            s = c / norm * (c / (c + self.shrinkage)) if self.shrinkage > 0 else c / norm
-            top = np.argsort(-s, axis=1, kind="stable")[:, :m]  # ties: lower product id first
-            val = np.take_along_axis(s, top, axis=1)
-            r, pos = np.nonzero(val > 0)  # row-major: by item, then rank
-            support = np.take_along_axis(c, top, axis=1)[r, pos]
-            parts.append((r + b0, top[r, pos], pos + 1, val[r, pos], support))
+        work = xt @ np.diff(x.indptr).astype(np.int64)  # co-occurrences to sum, per item
+        blocks = _blocks(work, _BLOCK_PAIRS) if m > 0 else []
+        parts = [self._neighbours(xt[b0:b1] @ x, b0, n, m) for b0, b1 in blocks]
         cols = ([np.concatenate(a) for a in zip(*parts, strict=True)] if parts
-                else [np.zeros(0)] * 5)
+                else [np.zeros(0, dtype=np.int64)] * 3 + [np.zeros(0)] * 2)
         src, dst, rank = (a.astype(np.int64) for a in cols[:3])
         sim, support = cols[3].astype(np.float64), cols[4].astype(np.int64)
         shape = (n_items, n_items)
@@ -356,6 +366,44 @@ class ItemRecommender(PopularityRecommender):
         items = self.items_.to_numpy()
         self.neighbors_ = pd.DataFrame({"product_id": items[src], "neighbor_id": items[dst],
                                         "rank": rank, "score": sim, "support": support})
+
+    def _neighbours(
+        self, counts: sp.csr_matrix, b0: int, n: np.ndarray, m: int
+    ) -> tuple[np.ndarray, ...]:
+        """The top-m neighbours of the items b0, b0 + 1, ... whose co-occurrence rows are
+        `counts`: (item, neighbour, rank from 1, similarity, support), by item then rank.
+
+        Only pairs with the minimum support are scored; ties keep the lower product id first.
+        Each row is cut to its top m by a partition before the (small) sort.
+        """
+        per_row = np.diff(counts.indptr)
+        src = np.repeat(np.arange(b0, b0 + counts.shape[0], dtype=np.int64), per_row)
+        dst = counts.indices.astype(np.int64)
+        c = counts.data.astype(np.float64)
+        keep = (dst != src) & (c >= max(self.min_support, 1))
+        src, dst, c = src[keep], dst[keep], c[keep]
+        norm = (n ** self.alpha)[src] * (n ** (1.0 - self.alpha))[dst]
+        s = c / norm * (c / (c + self.shrinkage)) if self.shrinkage > 0 else c / norm
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(src - b0,
+                                                            minlength=counts.shape[0]))])
+        picked, ranks = [], []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            if hi == lo:
+                continue
+            row = s[lo:hi]
+            sel = np.arange(hi - lo)
+            if hi - lo > m:  # the m best and their ties, then sort those
+                kth = np.partition(row, hi - lo - m)[hi - lo - m]
+                sel = sel[row >= kth]
+            sel = sel[np.lexsort((dst[lo:hi][sel], -row[sel]))][:m]
+            sel = sel[row[sel] > 0]
+            picked.append(sel + lo)
+            ranks.append(np.arange(1, len(sel) + 1))
+        if not picked:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, empty, np.zeros(0), np.zeros(0)
+        top = np.concatenate(picked)
+        return src[top], dst[top], np.concatenate(ranks), s[top], c[top]
 
     def _weights(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         """Days since purchase -> weight of the bought item in the customer's score."""
@@ -366,15 +414,19 @@ class ItemRecommender(PopularityRecommender):
             w.data = np.ones_like(w.data)
         return w
 
-    def _scores(self, rows: sp.csr_matrix) -> tuple[np.ndarray, Explain]:
+    def _scores(self, rows: sp.csr_matrix) -> tuple[sp.csr_matrix, Explain]:
         w = self._weights(rows)
-        scores = (w @ self.similarity_).toarray()
-        top = scores.max(axis=1, initial=0.0, keepdims=True)
-        scores = np.divide(scores, top, out=np.zeros_like(scores), where=top > 0)
+        scores = (w @ self.similarity_).tocsr()
+        scores.eliminate_zeros()
+        row = np.repeat(np.arange(scores.shape[0]), np.diff(scores.indptr))
+        top = np.zeros(scores.shape[0])
+        np.maximum.at(top, row, scores.data)
+        scores.data = scores.data / top[row]
         if self.popularity_weight:
-            scores = np.where(scores > 0, scores + self.popularity_weight * self._pop_score_, 0.0)
+            scores.data = scores.data + self.popularity_weight * self._pop_score_[scores.indices]
+        items = self.items_.to_numpy()
 
-        def explain(r: int, cand: np.ndarray) -> list[str]:
+        def explain(r: int, cand: np.ndarray, score: np.ndarray) -> list[str]:
             """Name the bought item contributing most to each candidate (and popularity when
             it weighs more than the co-purchases)."""
             lo, hi = w.indptr[r], w.indptr[r + 1]
@@ -386,11 +438,10 @@ class ItemRecommender(PopularityRecommender):
             src = bought[pick]
             support = np.asarray(self.support_[src, cand]).ravel()
             unit = self.context
-            items = self.items_.to_numpy()
             pop = self.popularity_weight * self._pop_score_[cand]
-            return [(f"{self._popular(int(j))}; " if p > scores[r, j] - p else "")
+            return [(f"{self._popular(int(j))}; " if p > v - p else "")
                     + f"bought with {items[i]} by {_n(int(n), unit)}"
-                    for j, i, n, p in zip(cand, src, support, pop, strict=True)]
+                    for j, i, n, p, v in zip(cand, src, support, pop, score, strict=True)]
 
         return scores, explain
 

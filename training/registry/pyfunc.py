@@ -7,6 +7,10 @@ versions pickled too, so that moving this file never breaks a registered model.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
@@ -52,8 +56,50 @@ class UpliftPyfunc(mlflow.pyfunc.PythonModel):
         return self.fit.learner.predict_uplift(rows.reset_index(drop=True))
 
 
-def requirements() -> list[str]:
-    """The project's pinned runtime requirements, for the logged model's environment."""
-    from importlib.metadata import requires
+# Distributions the model's code imports that the project's requirements do not name.
+DIRECT_IMPORTS: tuple[str, ...] = ("joblib", "cloudpickle")
 
-    return [r for r in (requires("retention") or []) if "extra ==" not in r]
+
+def code_paths() -> list[str]:
+    """The packages a registered model unpickles (`features`, `training`), logged with it as
+    MLflow `code_paths`: loading puts them first on the path, so the model answers where
+    this project is not installed."""
+    root = Path(__file__).resolve().parents[2]
+    return [str(root / package) for package in ("features", "training")]
+
+
+def requirements() -> list[str]:
+    """Pinned requirements of the logged model's environment: each distribution that loading
+    its code imports (in a fresh interpreter, so that whatever else this process loaded does
+    not count) among the project's requirements and `DIRECT_IMPORTS`, at the installed
+    version."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, requires, version
+
+    done = subprocess.run([sys.executable, "-c", _LOADED], capture_output=True, text=True,
+                          check=True)
+    modules = set(done.stdout.split())
+    declared = {_name(r) for r in (requires("retention") or []) if "extra ==" not in r}
+    wanted = declared | {_name(d) for d in DIRECT_IMPORTS}
+    loaded = {_name(dist) for module, dists in packages_distributions().items()
+              if module in modules for dist in dists}
+    pins = []
+    for dist in sorted(wanted & loaded):
+        try:
+            pins.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return pins
+
+
+# What unpickling a registered model imports: the wrappers, a scorer and an uplift fit.
+_LOADED = """
+import sys
+import joblib, cloudpickle
+import training.registry.pyfunc, training.scorer, training.uplift.data
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+def _name(requirement: str) -> str:
+    """A distribution's normalised name, from a requirement string or a name."""
+    return re.split(r"[\s\[<>=!~;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")

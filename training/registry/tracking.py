@@ -20,11 +20,11 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from features.home import mlruns_dir
-from training.candidates import OURS
+from training.candidates import OURS, Target, selection_rule
 from training.evaluate import Metric
 from training.registry.names import EXPERIMENT, RECOMMENDER_ARTIFACT, Alias, RegisteredModel, Tag
 from training.registry.promotion import head_to_head
-from training.registry.pyfunc import ScorerModel, UpliftPyfunc, requirements
+from training.registry.pyfunc import ScorerModel, UpliftPyfunc, code_paths, requirements
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -79,7 +79,8 @@ def log_model(scorer: CustomerScorer, input_example: pd.DataFrame,
         info = mlflow.pyfunc.log_model(
             name=RegisteredModel.SCORER, python_model=ScorerModel(),
             artifacts={"scorer": str(path)}, input_example=input_example,
-            pip_requirements=requirements(), registered_model_name=RegisteredModel.SCORER,
+            pip_requirements=requirements(), code_paths=code_paths(),
+            registered_model_name=RegisteredModel.SCORER,
         )
     version = str(info.registered_model_version)
     _tag_challenger(RegisteredModel.SCORER, version, tags)
@@ -87,15 +88,22 @@ def log_model(scorer: CustomerScorer, input_example: pd.DataFrame,
 
 
 def log_recommender(run_id: str, recommender: ItemRecommender) -> None:
-    """Store the item recommender with the scorer's run, where serving looks for it."""
+    """Store the item recommender with the scorer's run, where serving looks for it (a refit
+    replaces it; a hyper-parameter that differs from the logged param, which MLflow keeps
+    write-once, is recorded as a tag of the same name)."""
     client = MlflowClient()
     where = Path(RECOMMENDER_ARTIFACT)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / where.name
         joblib.dump(recommender, path)
         client.log_artifact(run_id, str(path), str(where.parent))
+    logged = client.get_run(run_id).data.params
     for key, value in recommender.get_params().items():
-        client.log_param(run_id, f"recommender_{key}", str(value)[:500])
+        name, text = f"recommender_{key}", str(value)[:500]
+        if logged.get(name, text) == text:
+            client.log_param(run_id, name, text)
+        else:
+            client.set_tag(run_id, name, text)
 
 
 def log_stage_seconds(run_id: str, seconds: Mapping[str, float]) -> None:
@@ -117,6 +125,9 @@ def model_card(result: TrainResult, lineage: Mapping[str, object], *,
         f"- horizon: {result.cutoffs.horizon_days} days; served components: "
         f"churn={result.scorer.churn_choice}, purchases={result.scorer.purchases_choice}, "
         f"spend={result.scorer.spend_choice}",
+        *[f"- {target} model, chosen on the validation cutoff "
+          f"{result.cutoffs.validation.isoformat()} by {selection_rule(Target(target))}: "
+          f"{choice.reason}" for target, choice in result.choices.items()],
         f"- value interval levels (calibrated to hold {interval_target:.0%} on validation): "
         f"{result.scorer.interval_levels[0]:.3f}..{result.scorer.interval_levels[1]:.3f}",
         f"- overall grade: **{g['overall']['grade']}** — {g['overall']['explanation']}", "",
@@ -156,7 +167,9 @@ def log_training(result: TrainResult, cfg: TrainConfig, lineage: Mapping[str, ob
                 for model, values in result.metrics.items() for name, value in values.items()
                 if isinstance(value, int | float) and value == value}
         mlflow.log_metrics(flat)
-        mlflow.set_tags({Tag.GRADE.value: grade, Tag.TEST_AS_OF.value: test_as_of})
+        mlflow.set_tags({Tag.GRADE.value: grade, Tag.TEST_AS_OF.value: test_as_of,
+                         **{f"{target}_model_reason": choice.reason
+                            for target, choice in result.choices.items()}})
         mlflow.log_dict(result.grades, "evaluation/grades.json")
         for name, table in result.tables.items():
             mlflow.log_text(table.to_csv(), f"evaluation/{name}.csv")
@@ -199,7 +212,7 @@ def log_uplift(run: UpliftRun, source: str, figures: Mapping[str, Figure]) -> tu
             info = mlflow.pyfunc.log_model(
                 name=RegisteredModel.UPLIFT, python_model=UpliftPyfunc(),
                 artifacts={"uplift": str(path)}, pip_requirements=requirements(),
-                registered_model_name=RegisteredModel.UPLIFT)
+                code_paths=code_paths(), registered_model_name=RegisteredModel.UPLIFT)
         version = str(info.registered_model_version)
         first = fit.arms[0]
         _tag_challenger(RegisteredModel.UPLIFT, version, {
