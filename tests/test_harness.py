@@ -23,6 +23,7 @@ def test_make_test_stops_when_a_server_did_not_start(tmp_path):
     _script(tmp_path / ".ci" / "postgres.sh", "echo 'initdb: failed' >&2; exit 1\n")
     _script(tmp_path / ".ci" / "redis.sh", "echo redis://127.0.0.1:1/0\n")
     _script(tmp_path / ".ci" / "chromium.sh", "exit 0\n")
+    _script(tmp_path / ".ci" / "java.sh", "exit 0\n")
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / ".installed").touch()  # newer than pyproject.toml: no install

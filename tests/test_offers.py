@@ -24,7 +24,8 @@ CATALOGUE = load_catalogue(ROOT / "configs/offers/demo.yaml")
 NOW = dt.datetime(2024, 1, 2, 12)
 
 
-def served(n: int, consent: np.ndarray, seed: int = 0) -> Served:
+def served(n: int, consent: np.ndarray, seed: int = 0, first: dict | None = None) -> Served:
+    """A served population of `n` random customers; `first` sets columns of the first one."""
     rng = np.random.default_rng(seed)
     ids = [f"c{i:04d}" for i in range(n)]
     churn = rng.random(n)
@@ -35,10 +36,13 @@ def served(n: int, consent: np.ndarray, seed: int = 0) -> Served:
         "value_tier": rng.choice(["platinum", "gold", "silver", "bronze"], n),
         "rfm_segment": "At Risk", "days_since_last": rng.integers(0, 400, n),
     }, index=pd.Index(ids, name="customer_id"))
+    for column, value in (first or {}).items():
+        scores.loc[ids[0], column] = value
     flags = pd.DataFrame(consent, index=scores.index, columns=list(CHANNELS))
     return Served(scorer=None, scores=scores, churn_sorted=np.sort(churn), model_version="1",
                   model_run_id="r", features_version="f", as_of="2024-01-01", recommender=None,
-                  catalogue=CATALOGUE, consent=flags)
+                  catalogue=CATALOGUE, consent=flags,
+                  columns={c: scores[c].to_numpy() for c in scores.columns})
 
 
 class Log:
@@ -84,9 +88,9 @@ def test_control_share_is_stable_and_close_to_the_catalogue_share():
 
 
 def test_contact_cap_and_cool_down_come_from_the_log():
-    s = served(1, np.ones((1, 4), dtype=bool))
-    s.scores.loc["c0000", ["churn_probability", "risk_band", "value_tier", "days_since_last",
-                           "clv"]] = [0.7, "high", "gold", 200, 2000.0]
+    s = served(1, np.ones((1, 4), dtype=bool), first={
+        "churn_probability": 0.7, "risk_band": "high", "value_tier": "gold",
+        "days_since_last": 200, "clv": 2000.0})
     cid, campaign = "c0000", next(c for c in (f"x{i}" for i in range(100))
                                   if not in_control(c, "c0000", CATALOGUE.control_share))
     req = RecommendRequest(customer_ids=[cid], campaign_id=campaign)
