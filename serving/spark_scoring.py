@@ -51,10 +51,21 @@ def read_snapshot(spark: SparkSession, features: Path) -> tuple[DataFrame, dt.da
     day, part = next(reversed(parts.items()))
     from pyspark.sql import functions as F
 
-    frame = spark.read.parquet(str(part))
+    frame = spread(spark, spark.read.parquet(str(part)))
     if "as_of" in frame.columns:
         frame = frame.drop("as_of")
     return frame.withColumn("as_of", F.lit(day.isoformat())), day
+
+
+def spread(spark: SparkSession, frame: DataFrame) -> DataFrame:
+    """`frame` in at least one partition per core: an as_of written as one file is read as one
+    partition, which the model would score on one core."""
+    try:
+        cores = int(spark.sparkContext.defaultParallelism)
+        current = frame.rdd.getNumPartitions()
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext or RDDs
+        return frame
+    return frame.repartition(cores) if current < cores else frame
 
 
 def population_model(uri: str, model: PyFuncModel, scorer: CustomerScorer, where: Path) -> str:
