@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,20 +35,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from bench_serving import retention
 from results_file import RESULTS, environment, environment_table, fmt, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 PACKAGES = ("numpy", "pandas", "xgboost-cpu", "mlflow", "pyspark", "pyarrow")
 TARGET_CUSTOMERS = 50_000_000
-
-
-def retention(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([str(BIN / "retention"), *args], cwd=cwd, capture_output=True,
-                          text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"retention {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def retailer(home: Path, name: str, customers: int, seed: int) -> tuple[Path, str]:

@@ -79,15 +79,14 @@ def tier_of(spend_365d: float, floors: tuple[tuple[str, float], ...]) -> str | N
     return floors[-1][0] if floors else None
 
 
-def score_rows(served: Served, rows: list[FeatureRow], bands: RiskBands,
-               groups: list[int] | None = None) -> list[CustomerScore]:
-    """Score feature rows sent by the caller, ranked against the served population.
-    `groups`: row counts of the micro-batched requests, scored as if each came alone."""
+def score_rows(served: Served, rows: list[FeatureRow], bands: RiskBands) -> list[CustomerScore]:
+    """Score feature rows sent by the caller, ranked against the served population; each row
+    gets the answer it would get alone (the scorer draws per customer), micro-batched or not."""
     frame = pd.DataFrame([r.model_dump() for r in rows])
     frame["as_of"] = frame["as_of"].fillna(pd.Timestamp(served.as_of).date())
     frame = frame.astype({c: "float64" for c in frame.columns
                           if c not in ("customer_id", "as_of")})
-    scores = served.scorer.score(frame, groups=groups)
+    scores = served.scorer.score(frame)
     frame["rfm_segment"] = [segment_of(int(r), int(f))
                             for r, f in zip(frame["r_score"], frame["f_score"], strict=True)]
     frame["value_tier"] = [tier_of(v, served.tier_floors) for v in frame["spend_365d"]]

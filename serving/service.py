@@ -132,7 +132,7 @@ class Retention:
         gc.freeze()
 
     def _score_rows(self, served, rows: list[FeatureRow], sizes: list[int]) -> list:
-        return answers.score_rows(served, rows, self.config.risk_bands, groups=sizes)
+        return answers.score_rows(served, rows, self.config.risk_bands)
 
     def __is_ready__(self) -> bool:
         return self.live.current is not None

@@ -12,7 +12,6 @@ used are `interval_levels`, so the ends are not always the 10th and 90th percent
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -111,22 +110,19 @@ class CustomerScorer:
         """Expected net spend in the horizon of stacked rows."""
         return candidate(Target.SPEND, self.spend_choice).predict(self, x)
 
-    def score(self, frame: pd.DataFrame, *, reasons: bool = True,
-              groups: Sequence[int] | None = None) -> pd.DataFrame:
+    def score(self, frame: pd.DataFrame, *, reasons: bool = True) -> pd.DataFrame:
         """Every score for each feature row (see SCORE_COLUMNS).
 
         Every score is row by row: the value simulation draws each customer's futures from
         its own key (`components.customer_keys`), so a row gets the same answer alone, in any
-        batch, chunk or order. `groups` (row counts of the requests of a micro-batch) is
-        accepted from callers that pass it and changes nothing.
+        batch, chunk or order.
         """
         # Waking XGBoost's thread pool costs more than a small batch's trees on a busy machine.
         threads = 1 if len(frame) < SMALL_BATCH else xgb.get_config()["nthread"]
         with xgb.config_context(nthread=threads):
-            return self._score(frame.reset_index(drop=True), reasons, groups)
+            return self._score(frame.reset_index(drop=True), reasons)
 
-    def _score(self, frame: pd.DataFrame, reasons: bool,
-               groups: Sequence[int] | None) -> pd.DataFrame:
+    def _score(self, frame: pd.DataFrame, reasons: bool) -> pd.DataFrame:
         x = self.stacked(frame)
         churn = self.churn_probability(x)
         spend = self.expected_spend(x)
