@@ -1,16 +1,20 @@
 """Store-backed service benchmark: start time, memory and latency of the service answering from
-published scores (`scores: redis://...`), at growing published populations.
+published scores (`scores: redis://...` or `postgresql://...`), at growing published
+populations.
 
 Setup (not timed), in a temp dir: a seeded synthetic retailer of --customers customers, its
 feature snapshot at the data end, `retention train --promote` with --trees trees per booster,
-and `retention score --publish` of that snapshot (the scored sample) into a Redis server this
-script starts on loopback. Each larger population is SYNTHESISED from the scored sample, not
-scored: the sample's rows repeated under new customer ids (`sNNNNNNNN`), published with
-`RedisScores.publish` (the same schema, rank order and index as a real publish).
+and `retention score --publish` of that snapshot (the scored sample) into the score store
+(--store): a Redis server this script starts on loopback, or a database of its own on the
+PostgreSQL of `.ci/postgres.sh` (or --pg-url). Each larger population is SYNTHESISED from the
+scored sample, not scored: the sample's rows repeated under new customer ids (`sNNNNNNNN`),
+published with the store's `publish` (the same schema, rank order and index as a real
+publish).
 
 For each --sizes population, `retention serve --config ... --workers 2` with `scores:` set:
-1. Start: process start to the first `GET /readyz` 200, and to every worker started (s);
-   each worker's RSS (MB) and the Redis server's used memory. Goal: <= 5 s, RSS flat.
+1. Start: process start to the first `GET /readyz` 200 (a worker answers /score and
+   /risk_list), to every worker started, and to the model of /score_features loaded in every
+   worker (s); each worker's RSS (MB) and the store's size. Goal: <= 5 s to ready, RSS flat.
 At the largest population:
 2. `/score` with one random published id, open loop at --rate requests/s for --duration s:
    p50, p99 from each request's scheduled send time, errors. Goal: p99 <= 10 ms.
@@ -23,6 +27,7 @@ reader are bench/bench_operations.py's. The report replaces the "scale-service" 
 bench/RESULTS.md.
 
     python bench/bench_scale_service.py           # the real run (100k and 1M published)
+    python bench/bench_scale_service.py --store postgresql   # the same from PostgreSQL
     python bench/bench_scale_service.py --quick   # smoke run; writes to a temp file unless --out
 """
 
@@ -53,7 +58,8 @@ from bench_serving import (
 from results_file import RESULTS, environment_table, write_section
 from results_file import environment as machine
 
-PACKAGES = ("bentoml", "redis", "uvicorn", "starlette", "pandas", "xgboost-cpu")
+PACKAGES = ("bentoml", "redis", "psycopg", "uvicorn", "starlette", "pandas", "xgboost-cpu")
+PG_DATABASE = "bench_scale_service"  # recreated by each --store postgresql run
 KEY = "bench-key"
 TARGET_START_S = 5.0
 TARGET_P99_MS = 10.0
@@ -79,6 +85,44 @@ def redis_server(home: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("redis-server did not start")
 
 
+def pg_database(url: str | None) -> str:
+    """A fresh database of this benchmark on the PostgreSQL at `url` (default: the one
+    `.ci/postgres.sh` starts or finds); its URL."""
+    import sqlalchemy as sa
+
+    if url is None:
+        url = subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / ".ci" /
+                                          "postgres.sh")], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    base = url.split("://", 1)[1].rsplit("/", 1)[0]
+    engine = sa.create_engine(f"postgresql+psycopg://{base}/postgres",
+                              isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)"))
+        conn.execute(sa.text(f"CREATE DATABASE {PG_DATABASE}"))
+    engine.dispose()
+    return f"postgresql://{base}/{PG_DATABASE}"
+
+
+def store_mb(store) -> float:
+    """What the store holds for all its versions (MB): Redis's used memory, or the size of
+    PostgreSQL's score tables with their indexes."""
+    if hasattr(store, "client"):
+        return store.client.info("memory")["used_memory"] / 2**20
+    import sqlalchemy as sa
+
+    with store.engine.connect() as conn:
+        size = conn.execute(sa.text(
+            "SELECT sum(pg_total_relation_size(format('%I.%I', schemaname, tablename))) "
+            "FROM pg_tables WHERE schemaname = 'retention_scores'")).scalar()
+    return float(size or 0) / 2**20
+
+
+def model_loaded(server) -> int:
+    """Workers whose model for /score_features has loaded (each logs it once)."""
+    return server.log.read_text().count("for /score_features and /recommend in")
+
+
 def synthesise(sample: pd.DataFrame, n: int) -> pd.DataFrame:
     """n customers: the scored sample's rows repeated under new ids."""
     reps = -(-n // len(sample))
@@ -96,6 +140,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=None, help="/score run (20 s)")
     p.add_argument("--seconds", type=float, default=None, help="capacity run (10 s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", choices=("redis", "postgresql"), default="redis",
+                   help="the score store published to and served from")
+    p.add_argument("--pg-url", default=None, help="PostgreSQL server for --store postgresql "
+                   "(default: `bash .ci/postgres.sh`); the benchmark makes its own database")
     p.add_argument("--home", type=Path, default=None, help="work dir (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help="smoke run, report to a temp file")
     p.add_argument("--out", type=Path, default=None, help=f"report path (default {RESULTS})")
@@ -124,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         retention("train", "--source", str(home / "data" / "transactions.yaml"), "--config",
                   str(home / "train.yaml"), "--promote", cwd=home, env=run_env)
     features = home / "features"
-    redis_proc, url = redis_server(home)
+    redis_proc, url = (redis_server(home) if a.store == "redis"
+                       else (None, pg_database(a.pg_url)))
     r: dict = {"load_average": ", ".join(f"{x:.2f}" for x in os.getloadavg()), "sizes": []}
     try:
         t1 = time.perf_counter()
@@ -133,10 +182,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         r["sample_publish_s"] = time.perf_counter() - t1
         from features.campaign_log import CampaignLog
         from serving.config import ServeConfig
-        from serving.score_store import RedisScores
+        from serving.score_store import RedisScores, open_score_store
         from serving.store import MemoryStore
 
-        store = RedisScores(url, timeout=60)
+        store = RedisScores(url, timeout=60) if a.store == "redis" else open_score_store(url)
         meta = store.meta(store.version())
         sample = store.frame(meta)
         snapshot = MemoryStore(features).snapshot()
@@ -165,15 +214,18 @@ def main(argv: Sequence[str] | None = None) -> None:
                           uplift_version=meta.uplift_version, uplift_outcome=meta.uplift_outcome)
             publish_s = time.perf_counter() - t1
             del frame
-            used = store.client.info("memory")["used_memory"] / 2**20
+            used = store_mb(store)
             server = serve(home, config, home / f"service-{n}.log")
             print(f"starting the service ({n:,} published) ...", flush=True)
             t1 = time.perf_counter()
             ready = server.start()
-            all_started = wait("all workers started", lambda s=server: started(s.log) >= WORKERS)
+            wait("all workers started", lambda s=server: started(s.log) >= WORKERS)
             all_started = time.perf_counter() - t1
-            row = {"n": n, "publish_s": publish_s, "redis_mb": used, "ready_s": ready,
-                   "workers_s": all_started, "rss": rss_mb(workers(server))}
+            wait("the model loaded", lambda s=server: model_loaded(s) >= WORKERS)
+            loaded = time.perf_counter() - t1
+            row = {"n": n, "publish_s": publish_s, "store_mb": used, "ready_s": ready,
+                   "workers_s": all_started, "model_s": loaded,
+                   "rss": rss_mb(workers(server))}
             try:
                 if i == len(sizes) - 1:
                     rng = random.Random(a.seed)
@@ -194,11 +246,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             r["sizes"].append(row)
             print(f"  ready {ready:.1f} s, RSS {row['rss']}", flush=True)
     finally:
-        redis_proc.terminate()
-        redis_proc.wait(30)
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(30)
     argv_text = "" if argv is None and len(sys.argv) == 1 else " " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    write_section("scale-service", report(r, env, argv_text, a), out)
+    section = "scale-service" if a.store == "redis" else "scale-service-postgresql"
+    write_section(section, report(r, env, argv_text, a), out)
     print(f"report written to {out} ({time.perf_counter() - t0:.0f} s in all)")
 
 
@@ -208,19 +262,22 @@ def report(r: dict, env: dict[str, str], argv: str, a: argparse.Namespace) -> st
     start_ok = all(s["ready_s"] <= TARGET_START_S for s in sizes)
     growth = max(last["rss"]) - max(first["rss"])
     score, mixed = r["score"], r["mixed"]
+    held = "Redis used" if a.store == "redis" else "score tables"
     lines = [
-        "## Store-backed service (`bench/bench_scale_service.py`)", "",
+        f"## Store-backed service, {'Redis' if a.store == 'redis' else 'PostgreSQL'} "
+        "(`bench/bench_scale_service.py`)", "",
         f"Run: `python bench/bench_scale_service.py{argv}`. Load average at the start: "
         f"{r['load_average']}.", "",
         *environment_table(env), "",
         f"Setup: {r['setup']}.", "",
-        "| published customers | publish (s) | Redis used (MB) | start to /readyz 200 (s) | "
-        "all workers started (s) | worker RSS (MB) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        f"| published customers | publish (s) | {held} (MB) | start to /readyz 200 (s) | "
+        "all workers started (s) | model loaded in every worker (s) | "
+        "worker RSS at start (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in sizes:
-        lines.append(f"| {s['n']:,} | {s['publish_s']:.1f} | {s['redis_mb']:.0f} | "
-                     f"{s['ready_s']:.1f} | {s['workers_s']:.1f} | "
+        lines.append(f"| {s['n']:,} | {s['publish_s']:.1f} | {s['store_mb']:.0f} | "
+                     f"{s['ready_s']:.1f} | {s['workers_s']:.1f} | {s['model_s']:.1f} | "
                      f"{', '.join(f'{x:.0f}' for x in s['rss'])} |")
     lines += [
         "",
@@ -242,10 +299,12 @@ def report(r: dict, env: dict[str, str], argv: str, a: argparse.Namespace) -> st
         f"| worker RSS after the load runs | {', '.join(f'{x:.0f}' for x in last['rss_after'])}"
         f" MB | - | - |",
         "",
-        "Each worker holds the model, the published version's metadata and its risk-list index "
-        "(19 bytes per customer: band, tier and segment codes, value at risk and CLV); rows "
-        "are read from Redis per request. Populations beyond the scored sample are the "
-        "sample's scored rows repeated under new ids, not scored.",
+        "A worker is ready once the store answers (the published version's metadata and its "
+        "risk-list index: 19 bytes per customer, band, tier and segment codes, value at risk "
+        "and CLV); the model for /score_features and /recommend loads right after, in the "
+        "background (503 with Retry-After until then). Rows are read from the store per "
+        "request. Populations beyond the scored sample are the sample's scored rows repeated "
+        "under new ids, not scored.",
     ]
     return "\n".join(lines)
 

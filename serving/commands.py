@@ -27,8 +27,8 @@ def serve_cmd(
                                                         "(consent_<channel> columns).")] = None,
     store: Annotated[str, typer.Option(help="'memory' or a redis:// URL.")] = "memory",
     scores: Annotated[str | None, typer.Option(
-        help="redis:// URL of scores published by `retention score --publish`: answer from "
-             "it instead of scoring the snapshot at start.")] = None,
+        help="redis:// or postgresql:// URL of scores published by `retention score "
+             "--publish`: answer from it instead of scoring the snapshot at start.")] = None,
     campaign_log: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL of the campaign log (default: data/campaign_log.db in the home).")
     ] = None,
@@ -59,18 +59,14 @@ def serve_cmd(
 ) -> None:
     """Serve scores, risk lists, offers and the console over HTTP (BentoML), from the
     champion model."""
-    from features.campaign_log import CampaignLog
     from features.home import HOME_ENV, campaign_log_url, serve_config_path, write_private
     from serving.config import API_KEY_ENV, ENV, load_config
-    from serving.offers import load_catalogue
-    from serving.state import champion
-    from training import registry
+    from training.registry.names import RegisteredModel
 
-    env = dict(os.environ)
     if home is not None:
-        env[HOME_ENV] = os.environ[HOME_ENV] = str(home.expanduser().resolve())
+        os.environ[HOME_ENV] = str(home.expanduser().resolve())
     if api_key:
-        env[API_KEY_ENV] = os.environ[API_KEY_ENV] = api_key
+        os.environ[API_KEY_ENV] = api_key
     if config is None:
         raw = {"features": features, "offers": offers, "customers": customers, "store": store,
                "scores": scores,
@@ -80,37 +76,67 @@ def serve_cmd(
                "max_in_flight": max_in_flight}
         raw = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in raw.items()
                if v is not None}
-        if not raw.get("tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
-            raw["tracking_uri"] = registry.configure()
+        # Store-backed, MLflow is first needed by the workers (the model of /score_features):
+        # they resolve the default tracking URI under the same state home.
+        if (not raw.get("tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI")
+                and not scores):
+            from training.registry import configure
+
+            raw["tracking_uri"] = configure()
         config = serve_config_path()
         write_private(config, yaml.safe_dump(raw, sort_keys=False))
     elif max_in_flight is not None or scores is not None:
         option = "--max-in-flight" if max_in_flight is not None else "--scores"
         raise DataError(f"{option}: set it in the --config file instead")
     cfg = load_config(config)
-    if cfg.offers:
+    if cfg.offers:  # a bad catalogue is one line here, not a worker failing to start
+        from serving.offers import load_catalogue
+
         load_catalogue(cfg.offers)
     if _new_sqlite(cfg.campaign_log):
+        from features.campaign_log import CampaignLog
+
         CampaignLog(cfg.campaign_log)
         console.print(f"new campaign log at {cfg.campaign_log}")
-    registry.configure(cfg.tracking_uri)
-    if cfg.scores:
+    if cfg.scores:  # the version the store names: no MLflow here
         from serving.score_store import open_score_store
 
         store = open_score_store(cfg.scores)
         version = store.meta(store.version()).model_version
     else:
+        from serving.state import champion
+        from training import registry
+
+        registry.configure(cfg.tracking_uri)
         version, _ = champion(cfg.model_alias)
     workers = workers or os.cpu_count() or 1
-    console.print(f"serving {registry.RegisteredModel.SCORER} v{version} on http://{host}:{port} "
+    console.print(f"serving {RegisteredModel.SCORER} v{version} on http://{host}:{port} "
                   f"with {workers} worker{'s' if workers > 1 else ''} (config {config}); "
                   f"console at http://{host}:{port}/console/")
-    env.update({ENV: str(config.resolve()), "RETENTION_PORT": str(port),
-                "RETENTION_WORKERS": str(workers)})
-    bentoml = Path(sys.executable).with_name("bentoml")
-    args = [str(bentoml), "serve", "serving.service:Retention", "--host", host,
-            "--port", str(port), "--working-dir", str(ROOT)]
-    os.execve(args[0], args, env)
+    os.environ.update({ENV: str(config.resolve()), "RETENTION_PORT": str(port),
+                       "RETENTION_WORKERS": str(workers)})
+    # BentoML posts usage statistics to its makers unless told not to: a self-hosted service
+    # sends nothing (and saves a request at start).
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    _bentoml_serve(host, port)
+
+
+SERVICE = "serving.service:Retention"
+
+
+def _bentoml_serve(host: str, port: int) -> None:
+    """Run BentoML's HTTP server (its arbiter, which starts and restarts the workers) in this
+    process: what `bentoml serve serving.service:Retention` does, without loading BentoML's
+    whole command line first. Blocks until the server stops."""
+    from _bentoml_impl.server import serve_http
+    from bentoml._internal.log import configure_server_logging
+    from bentoml._internal.service.loader import load
+
+    configure_server_logging()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    load(SERVICE, working_dir=str(ROOT)).inject_config()
+    serve_http(SERVICE, working_dir=str(ROOT), host=host, port=port)
 
 
 def _new_sqlite(url: str) -> bool:
@@ -129,8 +155,9 @@ def score_cmd(
     out: Annotated[str | None, typer.Option(
         help="Where to write: .parquet, .csv or postgresql://...")] = None,
     publish: Annotated[str | None, typer.Option(
-        help="redis:// URL of the score store the service answers from (`serve --scores`): "
-             "a new version, then one pointer flip; replicas reload it.")] = None,
+        help="redis:// or postgresql:// URL of the score store the service answers from "
+             "(`serve --scores`): a new version, then one pointer flip; replicas reload it.")
+    ] = None,
     keep: Annotated[int, typer.Option(min=1, help="Published versions kept in the score "
                                                   "store (older ones are deleted).")] = 2,
     table: Annotated[str, typer.Option(help="Table name for a PostgreSQL --out.")

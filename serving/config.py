@@ -16,7 +16,9 @@ from features.errors import DataError, config_error
 from features.home import campaign_log_url
 
 ENV = "RETENTION_SERVE_CONFIG"
-SCORE_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+SCORE_STORE_SCHEMES = REDIS_SCHEMES + POSTGRES_SCHEMES
 API_KEY_ENV = "RETENTION_API_KEY"
 
 
@@ -46,10 +48,10 @@ class ServeConfig(BaseModel):
                           "with a Redis store, only used by `retention features publish`.")
     store: str = Field("memory", description="'memory' (in-process, from `features`) or a "
                                              "redis:// URL shared by replicas")
-    scores: str | None = Field(None, description="redis:// URL of published scores (`retention "
-                               "score --publish`): /score and /risk_list answer from it, "
-                               "nothing is scored at start; default: score the snapshot "
-                               "in-process")
+    scores: str | None = Field(None, description="redis:// or postgresql:// URL of published "
+                               "scores (`retention score --publish`): /score and /risk_list "
+                               "answer from it, nothing is scored at start; default: score the "
+                               "snapshot in-process")
     tracking_uri: str | None = Field(None, description="MLflow URI; default $MLFLOW_TRACKING_URI "
                                                        "or mlruns/ in the state home")
     model_alias: str = "champion"
@@ -90,7 +92,8 @@ class ServeConfig(BaseModel):
         if not self.api_key:
             raise ValueError(f"no API key: set api_key or ${API_KEY_ENV}")
         if self.scores is not None and not self.scores.startswith(SCORE_STORE_SCHEMES):
-            raise ValueError(f"scores: {self.scores!r} is not a redis:// URL")
+            raise ValueError(f"scores: {self.scores!r} is neither a redis:// nor a "
+                             "postgresql:// URL")
         if self.scores is None and self.store == "memory" and self.features is None:
             raise ValueError("features: required with the in-process store")
         return self

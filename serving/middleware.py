@@ -12,7 +12,9 @@ answered 503 at once by `Admission`, which runs outside every other layer (`admi
 429 and 503 carries `Retry-After` (seconds): the wait its message names as "retry after N s"
 (an endpoint's rate limit says so), else the configured default.
 `/readyz` answers 200 with `{"status": "ready" | "degraded", ...}` (degraded: the last reload
-failed and the previous bundle still serves); the reason and versions only with the key.
+failed and the previous bundle still serves); the reason and versions only with the key. A
+store-backed worker is ready once /score and /risk_list answer from the store; `model_loaded`
+says whether /score_features and /recommend answer yet (503 with Retry-After until then).
 """
 
 from __future__ import annotations
@@ -343,6 +345,7 @@ READYZ_ANSWER = {
                        "reason": {"type": "string", "nullable": True},
                        "failed_at": {"type": "string", "nullable": True},
                        "model_version": {"type": "string"},
+                       "model_loaded": {"type": "boolean"},
                        "features_version": {"type": "string"},
                        "uplift_version": {"type": "string", "nullable": True},
                        "loaded_at": {"type": "string"},

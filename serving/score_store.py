@@ -1,12 +1,18 @@
 """Online store of precomputed scores: what `/score` and `/risk_list` answer, per customer.
 
-`retention score --publish redis://...` scores a snapshot once and writes it here; every
-replica of the service then answers from the store instead of scoring the population at start.
-A publish writes a new version beside the current one and flips one pointer in a transaction,
-so a replica reads either the old or the new version, never a mixture; versions past `keep`
-are deleted (Redis memory stays bounded to `keep` populations).
+`retention score --publish redis://...` (or `postgresql://...`) scores a snapshot once and
+writes it here; every replica of the service then answers from the store instead of scoring the
+population at start. A publish writes a new version beside the current one and flips one
+pointer in a transaction, so a replica reads either the old or the new version, never a
+mixture; versions past `keep` are deleted (the store stays bounded to `keep` populations).
+Every column of the scored frame is published as it is (a row is the JSON array of its values,
+the columns named once in the version's metadata), so a field added to the scores is carried
+without a change here.
 
-Layout under `retention:scores` (V a version):
+`RedisScores` is below; `serving.postgres_scores.PostgresScores` keeps the same versions in
+PostgreSQL. Both answer the `ScoreStore` protocol, which is all the service uses.
+
+Redis layout under `retention:scores` (V a version):
   current, counter, versions  the pointer, the version counter, live versions oldest first
   V:meta    JSON: model and features versions, as_of, columns, categories, BTYD components
   V:rows    hash customer_id -> JSON array of the row's values (the columns of `meta`)
@@ -23,12 +29,16 @@ import datetime as dt
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import pandas as pd
 
 from features.errors import DataError
-from serving.config import SCORE_STORE_SCHEMES
+from serving.config import POSTGRES_SCHEMES, REDIS_SCHEMES
+from serving.versions import retire_redis
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: `retention serve` needs none
+    import pandas as pd
 
 PREFIX = "retention:scores"
 RANKED_BY = ["value_at_risk", "churn_probability"]  # the risk list's order, descending
@@ -98,6 +108,113 @@ class RankIndex:
         return len(kept), kept[:top_n]
 
 
+class ScoreStore(Protocol):
+    """What the service and `retention score --publish` use of a score store."""
+
+    url: str
+
+    def version(self) -> str:
+        """The current version (StoreUnavailable when unreachable, DataError when empty)."""
+
+    def meta(self, version: str) -> Published: ...
+
+    def index(self, meta: Published) -> RankIndex: ...
+
+    def rows(self, meta: Published, ids: Sequence[str]) -> list[dict | None]: ...
+
+    def ranked(self, meta: Published, ranks: np.ndarray) -> pd.DataFrame: ...
+
+    def at_most(self, meta: Published, churn: np.ndarray, side: str = "right"
+                ) -> np.ndarray: ...
+
+    def frame(self, meta: Published) -> pd.DataFrame: ...
+
+    def ping(self) -> None: ...
+
+    def publish(self, scores: pd.DataFrame, *, model_version: str, model_run_id: str,
+                features_version: str, tier_floors: tuple[tuple[str, float], ...] = (),
+                components: dict[str, dict[str, float]] | None = None,
+                uplift_version: str | None = None, uplift_outcome: str | None = None,
+                keep: int = 2) -> str: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A scored frame laid out for a publish, whatever the store: rows in rank order, each
+    row's values as JSON, the packed risk-list index and the version's metadata."""
+
+    ids: list[str]
+    rows: list[str]  # JSON array of each row's values, in `meta["columns"]` order
+    churn: np.ndarray  # float64, NaN where not finite
+    packed: dict[str, bytes]  # the RankIndex columns: codes (int8) and floors (float64)
+    meta: dict
+
+    @property
+    def at_most(self) -> np.ndarray:
+        """Per row: customers whose churn probability is at or below the row's (0 for a
+        missing one), i.e. `searchsorted(sorted, p, side="right")` over the finite ones."""
+        finite = np.sort(self.churn[np.isfinite(self.churn)])
+        counts = np.searchsorted(finite, self.churn, side="right")
+        return np.where(np.isfinite(self.churn), counts, 0).astype(np.int64)
+
+
+def prepare(scores: pd.DataFrame, *, model_version: str, model_run_id: str,
+            features_version: str, tier_floors: tuple[tuple[str, float], ...] = (),
+            components: dict[str, dict[str, float]] | None = None,
+            uplift_version: str | None = None, uplift_outcome: str | None = None) -> Prepared:
+    """Check and lay out scores (indexed by customer_id, one row each) for a publish."""
+    import pandas as pd
+
+    if scores.empty:
+        raise DataError("scores: nothing to publish")
+    if not scores.index.is_unique:
+        raise DataError("scores: customer ids repeat")
+    ranked = scores.iloc[risk_order(scores)]
+    ids = [str(c) for c in ranked.index]
+    columns = [str(c) for c in ranked.columns]
+    categories, packed = {}, {}
+    for key, col in CODED.items():
+        values = ranked[col] if col in ranked else pd.Series([None] * len(ranked))
+        names = tuple(sorted(str(v) for v in pd.unique(values.dropna())))
+        categories[key] = names
+        codes = pd.Categorical(values.astype(object), categories=list(names)).codes
+        packed[key] = codes.astype(np.int8).tobytes()
+    for col in FLOORS:
+        packed[col] = ranked[col].to_numpy(dtype="float64").tobytes()
+    values = [[_plain(v) for v in ranked[c].tolist()] for c in columns]
+    rows = [json.dumps([col[i] for col in values]) for i in range(len(ids))]
+    churn = ranked["churn_probability"].to_numpy(dtype="float64").copy()
+    churn[~np.isfinite(churn)] = np.nan
+    as_of = str(pd.Series(ranked["as_of"]).astype(str).max()) if "as_of" in ranked else ""
+    meta = {"model_version": model_version, "model_run_id": model_run_id,
+            "features_version": features_version, "as_of": as_of, "customers": len(ids),
+            "columns": columns, "categories": categories,
+            "tier_floors": [list(t) for t in tier_floors], "components": components,
+            "uplift_version": uplift_version, "uplift_outcome": uplift_outcome,
+            "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    return Prepared(ids=ids, rows=rows, churn=churn, packed=packed, meta=meta)
+
+
+def published(version: str, raw: str | bytes) -> Published:
+    """A version's metadata from its JSON (`Prepared.meta`)."""
+    m = json.loads(raw)
+    return Published(
+        version=version, model_version=m["model_version"], model_run_id=m["model_run_id"],
+        features_version=m["features_version"], as_of=m["as_of"], customers=m["customers"],
+        columns=tuple(m["columns"]),
+        categories={k: tuple(v) for k, v in m["categories"].items()},
+        tier_floors=tuple((str(k), float(v)) for k, v in m["tier_floors"]),
+        components=m["components"], uplift_version=m["uplift_version"],
+        uplift_outcome=m["uplift_outcome"], published_at=m["published_at"])
+
+
+def rank_index(meta: Published, packed: dict[str, bytes]) -> RankIndex:
+    """The risk-list index from its packed columns (`Prepared.packed`)."""
+    return RankIndex(codes={k: np.frombuffer(packed[k], dtype=np.int8) for k in CODED},
+                     floors={c: np.frombuffer(packed[c], dtype=np.float64) for c in FLOORS},
+                     categories=meta.categories)
+
+
 def _client_errors() -> tuple[type[BaseException], ...]:
     import redis
 
@@ -108,7 +225,7 @@ def _plain(v: object) -> object:
     """A value as JSON writes it back: numbers, text, None (NaN kept as NaN)."""
     if isinstance(v, np.generic):
         return v.item()
-    if isinstance(v, dt.date | pd.Timestamp):
+    if isinstance(v, dt.date):  # pd.Timestamp too
         return str(v)
     return v
 
@@ -119,7 +236,7 @@ class RedisScores:
     def __init__(self, url: str, *, timeout: float = 2.0) -> None:
         import redis
 
-        if not url.startswith(SCORE_STORE_SCHEMES):
+        if not url.startswith(REDIS_SCHEMES):
             raise DataError(f"scores: {url!r} is not a redis:// URL")
         self.url = url
         self.client = redis.Redis.from_url(url, socket_timeout=timeout,
@@ -141,25 +258,12 @@ class RedisScores:
         return current.decode()
 
     def meta(self, version: str) -> Published:
-        raw = self._get(self._key(version, "meta"))
-        m = json.loads(raw)
-        return Published(
-            version=version, model_version=m["model_version"], model_run_id=m["model_run_id"],
-            features_version=m["features_version"], as_of=m["as_of"], customers=m["customers"],
-            columns=tuple(m["columns"]),
-            categories={k: tuple(v) for k, v in m["categories"].items()},
-            tier_floors=tuple((str(k), float(v)) for k, v in m["tier_floors"]),
-            components=m["components"], uplift_version=m["uplift_version"],
-            uplift_outcome=m["uplift_outcome"], published_at=m["published_at"])
+        return published(version, self._get(self._key(version, "meta")))
 
     def index(self, meta: Published) -> RankIndex:
         """The version's risk-list filter columns (loaded once per version by each worker)."""
-        v = meta.version
-        codes = {k: np.frombuffer(self._get(self._key(v, f"idx:{k}")), dtype=np.int8)
-                 for k in CODED}
-        floors = {c: np.frombuffer(self._get(self._key(v, f"idx:{c}")), dtype=np.float64)
-                  for c in FLOORS}
-        return RankIndex(codes=codes, floors=floors, categories=meta.categories)
+        return rank_index(meta, {k: self._get(self._key(meta.version, f"idx:{k}"))
+                                 for k in (*CODED, *FLOORS)})
 
     def _get(self, key: str) -> bytes:
         try:
@@ -189,6 +293,8 @@ class RedisScores:
 
     def ranked(self, meta: Published, ranks: np.ndarray) -> pd.DataFrame:
         """The rows at these ranks, in that order, indexed by customer_id."""
+        import pandas as pd
+
         if len(ranks) == 0:
             return pd.DataFrame(columns=list(meta.columns),
                                 index=pd.Index([], name="customer_id"))
@@ -221,6 +327,8 @@ class RedisScores:
     def frame(self, meta: Published) -> pd.DataFrame:
         """The whole version as a frame indexed by customer_id, in rank order (for views of
         the whole population, such as the console's)."""
+        import pandas as pd
+
         key, rows, ids = self._key(meta.version, "rows"), [], []
         for cid, raw in self.client.hscan_iter(key, count=10_000):
             ids.append(cid.decode())
@@ -245,53 +353,30 @@ class RedisScores:
                 keep: int = 2) -> str:
         """Write scores (indexed by customer_id, one row each) as a new version, flip
         `current` to it, and delete versions older than the last `keep`."""
-        if scores.empty:
-            raise DataError("scores: nothing to publish")
-        if not scores.index.is_unique:
-            raise DataError("scores: customer ids repeat")
+        p = prepare(scores, model_version=model_version, model_run_id=model_run_id,
+                    features_version=features_version, tier_floors=tier_floors,
+                    components=components, uplift_version=uplift_version,
+                    uplift_outcome=uplift_outcome)
         version = str(self.client.incr(f"{PREFIX}:counter"))
-        order = risk_order(scores)
-        ranked = scores.iloc[order]
-        ids = [str(c) for c in ranked.index]
-        columns = [str(c) for c in ranked.columns]
-        categories = {}
         pipe = self.client.pipeline(transaction=False)
-        for key, col in CODED.items():
-            values = ranked[col] if col in ranked else pd.Series([None] * len(ranked))
-            names = tuple(sorted(str(v) for v in pd.unique(values.dropna())))
-            categories[key] = names
-            codes = pd.Categorical(values.astype(object), categories=list(names)).codes
-            pipe.set(self._key(version, f"idx:{key}"), codes.astype(np.int8).tobytes())
-        for col in FLOORS:
-            pipe.set(self._key(version, f"idx:{col}"),
-                     ranked[col].to_numpy(dtype="float64").tobytes())
+        for key, blob in p.packed.items():
+            pipe.set(self._key(version, f"idx:{key}"), blob)
         pipe.execute()
-        values = [[_plain(v) for v in ranked[c].tolist()] for c in columns]
-        churn = ranked["churn_probability"].to_numpy(dtype="float64")
+        ids, churn = p.ids, p.churn
         for lo in range(0, len(ids), CHUNK):
             hi = min(lo + CHUNK, len(ids))
-            pipe.hset(self._key(version, "rows"), mapping={
-                ids[i]: json.dumps([col[i] for col in values]) for i in range(lo, hi)})
+            pipe.hset(self._key(version, "rows"),
+                      mapping={ids[i]: p.rows[i] for i in range(lo, hi)})
             pipe.hset(self._key(version, "rank"), mapping={i: ids[i] for i in range(lo, hi)})
             pipe.zadd(self._key(version, "churn"),
                       {ids[i]: float(churn[i]) for i in range(lo, hi) if np.isfinite(churn[i])})
             pipe.execute()
-        as_of = str(pd.Series(ranked["as_of"]).astype(str).max()) if "as_of" in ranked else ""
-        meta = {"model_version": model_version, "model_run_id": model_run_id,
-                "features_version": features_version, "as_of": as_of, "customers": len(ids),
-                "columns": columns, "categories": categories,
-                "tier_floors": [list(t) for t in tier_floors], "components": components,
-                "uplift_version": uplift_version, "uplift_outcome": uplift_outcome,
-                "published_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         with self.client.pipeline(transaction=True) as flip:
-            flip.set(self._key(version, "meta"), json.dumps(meta))
+            flip.set(self._key(version, "meta"), json.dumps(p.meta))
             flip.rpush(f"{PREFIX}:versions", version)
             flip.set(f"{PREFIX}:current", version)
             flip.execute()
-        while self.client.llen(f"{PREFIX}:versions") > keep:
-            old = self.client.lpop(f"{PREFIX}:versions")
-            if old is not None:
-                self.drop(old.decode())
+        retire_redis(self.client, f"{PREFIX}:versions", self.drop, keep)
         return version
 
     def drop(self, version: str) -> None:
@@ -305,8 +390,12 @@ class RedisScores:
         return sorted(k.decode() for k in self.client.scan_iter(f"{PREFIX}:*", count=1000))
 
 
-def open_score_store(url: str) -> RedisScores:
-    """The score store a config names (a redis:// URL)."""
+def open_score_store(url: str) -> ScoreStore:
+    """The score store a config names: a redis:// or a postgresql:// URL."""
+    if url.startswith(POSTGRES_SCHEMES):
+        from serving.postgres_scores import PostgresScores
+
+        return PostgresScores(url)
     return RedisScores(url)
 
 
@@ -314,7 +403,7 @@ class StorePopulation:
     """The published population's churn probabilities, as `serving.batch.enrich` ranks a row
     against them (`len` and `searchsorted`), answered by the store instead of an array."""
 
-    def __init__(self, store: RedisScores, meta: Published) -> None:
+    def __init__(self, store: ScoreStore, meta: Published) -> None:
         self.store, self.meta = store, meta
 
     def __len__(self) -> int:

@@ -15,13 +15,16 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
 from typing import Annotated
 
+import anyio
 import bentoml
 from pydantic import Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from features.campaign_log import CampaignLog
 from features.contract import Channel
@@ -49,8 +52,8 @@ from serving.schemas import (
     TopN,
 )
 from serving.score_store import StoreUnavailable
-from serving.state import Live
-from training.registry import MODEL_NAME
+from serving.state import Live, Served
+from training.registry.names import MODEL_NAME
 
 log = logging.getLogger("retention.serving")
 
@@ -104,6 +107,21 @@ def _from_store() -> Iterator[None]:
         raise StoreDown(f"score store unavailable, retry after a few seconds: {exc}") from None
 
 
+class ModelLoading(bentoml.exceptions.BentoMLException):
+    """A store-backed worker whose model is still loading after start (answered 503 with
+    Retry-After): /score and /risk_list already answer from the store."""
+
+    error_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+def _with_model(served: Served) -> Served:
+    """The bundle, if it can score rows and recommend; else 503 with Retry-After."""
+    if not served.model_loaded:
+        raise ModelLoading("the model is still loading after the start, retry after a few "
+                           "seconds")
+    return served
+
+
 class Unprocessable(bentoml.exceptions.BentoMLException):
     """Well-formed rows the models cannot score (answered 422)."""
 
@@ -149,7 +167,7 @@ class Retention:
     @bentoml.api(route="/score_features")
     async def score_features(self, rows: Rows) -> ScoreResponse:
         """Scores of feature rows sent by the caller (what-if, brand-new customers)."""
-        served = self.live.current
+        served = _with_model(self.live.current)
         try:
             with _from_store():
                 results = await self.batcher.submit(served, rows)
@@ -187,7 +205,7 @@ class Retention:
         request that names a campaign logs each customer's assignment (arm and offer)."""
         req = RecommendRequest(customer_ids=customer_ids, k=k, channel=channel,
                                campaign_id=campaign_id)
-        served = self.live.current
+        served = _with_model(self.live.current)
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         with _from_store():
             results, assigned = answers.recommend(served, req, self.campaign_log, now)
@@ -244,16 +262,41 @@ def _readiness() -> dict[str, object]:
 
 
 def _console() -> None:
-    """The console's pages under CONSOLE_PATH, reading the bundle the API serves (with a
-    score store, the published version read into memory on the console's first use)."""
-    from serving.console import ConsoleSettings, create_console
-
+    """The console's pages under CONSOLE_PATH, reading the bundle the API serves. With a
+    score store the console is built on its first request (it imports MLflow and the model
+    reports, which a store-backed worker does not need to answer the API) and reads the
+    published version into memory then."""
     cfg = load_config()
-    settings = ConsoleSettings.from_serve_config(cfg)
-    if cfg.scores:  # the population is read from the store on first use, not warmed at start
-        settings = settings.model_copy(update={"warm_seconds": 0.0})
-    app = create_console(lambda: bentoml.get_current_service().live.for_console(), settings)
-    Retention.mount_asgi_app(app, path=CONSOLE_PATH)
+
+    def build() -> ASGIApp:
+        from serving.console import ConsoleSettings, create_console
+
+        settings = ConsoleSettings.from_serve_config(cfg)
+        if cfg.scores:  # the population is read from the store on first use, not warmed
+            settings = settings.model_copy(update={"warm_seconds": 0.0})
+        return create_console(lambda: bentoml.get_current_service().live.for_console(),
+                              settings)
+
+    Retention.mount_asgi_app(OnFirstUse(build) if cfg.scores else build(), path=CONSOLE_PATH)
+
+
+class OnFirstUse:
+    """An ASGI app (without lifespan) built by `build` when its first request arrives."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self._build = build
+        self._app: ASGIApp | None = None
+        self._lock = threading.Lock()
+
+    def _built(self) -> ASGIApp:
+        with self._lock:
+            if self._app is None:
+                self._app = self._build()
+            return self._app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app or await anyio.to_thread.run_sync(self._built)
+        await app(scope, receive, send)
 
 
 def _end_with_the_arbiter() -> None:

@@ -6,6 +6,12 @@ catalogue. `Live` builds a new bundle off to the side when the champion
 alias or the feature snapshot changes and swaps one reference, so requests in flight finish
 on the bundle they started with and none fails during a reload. A reload that fails leaves the
 previous bundle serving and the service degraded (`Live.health`) until a later check succeeds.
+
+With a score store, a worker is ready as soon as the store answers (the published version's
+metadata and risk-list index): /score and /risk_list need nothing else. The model, the
+recommender and consent (what /score_features and /recommend need) load right after, in the
+reload thread; until then the bundle says `model_loaded=False` and those two endpoints answer
+503 with Retry-After. MLflow, XGBoost and the model library are imported only then.
 """
 
 from __future__ import annotations
@@ -16,34 +22,29 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from features.errors import DataError
-from serving.batch import score_population
 from serving.config import ServeConfig
 from serving.limits import REBUILD
 from serving.offers import Catalogue, load_catalogue
 from serving.score_store import (
     Published,
     RankIndex,
-    RedisScores,
+    ScoreStore,
     StorePopulation,
     open_score_store,
 )
-from serving.store import FeatureStore, open_store
-from training.components import PNBD_MAX_PARAM, Components
-from training.models import BetaGeoModel, GammaGammaModel, ParetoNBDModel
-from training.registry import (
-    Alias,
-    RegisteredModel,
-    aliased_version,
-    configure,
-    load_recommender,
-    load_scorer,
-    load_uplift,
-)
+from training.registry.names import Alias, RegisteredModel
+
+if TYPE_CHECKING:
+    from serving.store import FeatureStore
+
+# MLflow, XGBoost and the model library are imported where a model is loaded or a population
+# scored (the functions below), not here: a store-backed worker answers before it needs them.
 
 log = logging.getLogger("retention.serving")
 RETRY_FAILED_SECONDS = 60.0  # a model or snapshot that failed to load is tried again this late
@@ -69,8 +70,10 @@ class Served:
     loaded_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     # With a score store: the published version answered, the store, its risk-list index.
     published: Published | None = None
-    score_store: RedisScores | None = None
+    score_store: ScoreStore | None = None
     index: RankIndex | None = None
+    # False while a store-backed bundle's model, recommender and consent are still loading.
+    model_loaded: bool = True
 
     @property
     def published_version(self) -> str | None:
@@ -105,6 +108,8 @@ def tier_floors(snapshot: pd.DataFrame) -> tuple[tuple[str, float], ...]:
 
 def champion(alias: str) -> tuple[str, str]:
     """(version, run id) of the aliased `customer-scorer`."""
+    from training.registry import aliased_version
+
     v = aliased_version(RegisteredModel.SCORER, alias)
     if v is None:
         raise DataError(f"{RegisteredModel.SCORER}@{alias}: not in the registry "
@@ -114,6 +119,8 @@ def champion(alias: str) -> tuple[str, str]:
 
 def uplift_champion() -> str | None:
     """Version of the `uplift` champion, None when no uplift model is registered."""
+    from training.registry import aliased_version
+
     v = aliased_version(RegisteredModel.UPLIFT, Alias.CHAMPION)
     return None if v is None else str(v.version)
 
@@ -127,6 +134,8 @@ class Effects:
 
 def load_effects(snapshot: pd.DataFrame) -> Effects | None:
     """Every customer's estimated uplift per covered offer, from the `uplift` champion."""
+    from training.registry import load_uplift
+
     found = load_uplift()
     if found is None:
         return None
@@ -140,15 +149,21 @@ def load_effects(snapshot: pd.DataFrame) -> Effects | None:
     return Effects(version, fit.outcome, fit.learner.predict_uplift(rows))
 
 
+def _no_consent() -> pd.DataFrame:
+    from features.contract import CHANNELS
+
+    return pd.DataFrame(columns=list(CHANNELS), index=pd.Index([], name="customer_id"))
+
+
 def load_consent(config: ServeConfig) -> pd.DataFrame:
     """consent_<channel> flags per customer (the customers table as `features.validate` reads
     it: bad rows quarantined, unknown consent is no consent); no table means no consent."""
+    if config.customers is None:
+        return _no_consent()
     from features.config import load_source_config
     from features.contract import CHANNELS, CONSENT_PREFIX
     from features.validate import load
 
-    if config.customers is None:
-        return pd.DataFrame(columns=list(CHANNELS), index=pd.Index([], name="customer_id"))
     cfg = load_source_config(config.customers)
     if cfg.table != "customers":
         raise DataError(f"{config.customers}: a {cfg.table} table, expected customers")
@@ -181,14 +196,18 @@ def component_params(scorer) -> dict[str, dict[str, float]]:
     return {name: dict(getattr(c, name).params_) for name in ("bg", "pnbd", "gg")}
 
 
-def components_of(params: dict[str, dict[str, float]]) -> Components:
-    """Components predicting with published parameters (`component_params`)."""
+def components_of(params: dict[str, dict[str, float]]):
+    """Components predicting with published parameters (`component_params`): a
+    `training.components.Components`."""
+    from training.components import PNBD_MAX_PARAM, Components
+    from training.models import BetaGeoModel, GammaGammaModel, ParetoNBDModel
+
     return Components(BetaGeoModel.from_params(params["bg"]),
                       ParetoNBDModel.from_params(params["pnbd"], max_param=PNBD_MAX_PARAM),
                       GammaGammaModel.from_params(params["gg"]))
 
 
-def publish_scores(store: RedisScores, registered, scorer, snapshot: pd.DataFrame,
+def publish_scores(store: ScoreStore, registered, scorer, snapshot: pd.DataFrame,
                    scores: pd.DataFrame, *, model: tuple[str, str], features_version: str,
                    keep: int = 2) -> str:
     """Publish a scored snapshot (`score_population` by `scorer`, i.e. `registered` for the
@@ -208,15 +227,22 @@ class Live:
 
     def __init__(self, config: ServeConfig, watch: bool = True) -> None:
         self.config = config
-        configure(config.tracking_uri)
-        self.scores: RedisScores | None = None
+        self.scores: ScoreStore | None = None
         self.store: FeatureStore | None = None
-        if config.scores:
+        self._configured = False
+        self._model_lock = threading.Lock()  # one model load at a time (start, reloads)
+        self._swap = threading.Lock()  # one writer of `current` at a time
+        self._model: tuple[tuple[str, str], object, object | None] | None = None
+        self.consent: pd.DataFrame | None = None
+        if config.scores:  # ready once the store answers; the model loads after (see above)
             self.scores = open_score_store(config.scores)
         else:
+            from serving.store import open_store
+
+            self._configure()
             self.store = open_store(config.store, config.features)
+            self.consent = load_consent(config)
         self.catalogue = load_catalogue(config.offers) if config.offers else None
-        self.consent = load_consent(config)
         self.reloads = 0
         self.reload_errors = 0
         self.failure: str | None = None  # why the last reload attempt failed; None once one works
@@ -226,15 +252,72 @@ class Live:
         self._console: Served | None = None
         self._console_lock = threading.Lock()
         started = time.perf_counter()
-        self.current = self._build(*self._sources())
-        log.info("loaded %s v%s and features %s (%d customers%s) in %.1fs",
-                 RegisteredModel.SCORER, self.current.model_version,
-                 self.current.features_version, self.current.customers,
-                 f", scores {self.current.published.version} from {self.scores.url}"
-                 if self.current.published else "", time.perf_counter() - started)
+        self.current = self._build(*self._sources(), with_model=not watch)
+        cur = self.current
+        if cur.published is not None:
+            log.info("answering from scores %s at %s (%s v%s, features %s, %d customers) in "
+                     "%.1fs%s", cur.published.version, self.scores.url, RegisteredModel.SCORER,
+                     cur.model_version, cur.features_version, cur.customers,
+                     time.perf_counter() - started,
+                     "" if cur.model_loaded else "; the model loads next")
+        else:
+            log.info("loaded %s v%s and features %s (%d customers) in %.1fs",
+                     RegisteredModel.SCORER, cur.model_version, cur.features_version,
+                     cur.customers, time.perf_counter() - started)
         self._stop = threading.Event()
         if watch:
             threading.Thread(target=self._watch, name="retention-reload", daemon=True).start()
+
+    def _configure(self) -> None:
+        """Point MLflow at the config's tracking URI (imports MLflow), once."""
+        if not self._configured:
+            from training.registry import configure
+
+            configure(self.config.tracking_uri)
+            self._configured = True
+
+    def _registered(self, version: str, run_id: str) -> tuple[object, object | None]:
+        """(registered scorer, recommender) of a model version, loaded once: a publish by the
+        same model reuses them. Loads consent too, the first time."""
+        with self._model_lock:
+            started = time.perf_counter()
+            self._configure()
+            if self.consent is None:
+                self.consent = load_consent(self.config)
+            if self._model is None or self._model[0] != (version, run_id):
+                from training.registry import load_recommender, load_scorer
+
+                self._model = ((version, run_id), load_scorer(version),
+                               load_recommender(run_id))
+                log.info("loaded %s v%s for /score_features and /recommend in %.1fs",
+                         RegisteredModel.SCORER, version, time.perf_counter() - started)
+            return self._model[1], self._model[2]
+
+    def _with_model(self, served: Served) -> Served:
+        """A store-backed bundle with its model, recommender and consent."""
+        from serving import batch  # noqa: F401  (what /score_features runs: off its path)
+
+        meta = served.published
+        assert meta is not None
+        scorer, recommender = self._registered(meta.model_version, meta.model_run_id)
+        if meta.components:
+            scorer = scorer.with_components(components_of(meta.components))
+        return replace(served, scorer=scorer, recommender=recommender, consent=self.consent,
+                       model_loaded=True)
+
+    def load_model(self) -> bool:
+        """Give the current store-backed bundle its model (the reload thread does it right
+        after start); True when it was missing and is now loaded."""
+        cur = self.current
+        if cur.model_loaded:
+            return False
+        loaded = self._with_model(cur)
+        with self._swap:
+            if self.current is not cur:  # a reload swapped in a newer bundle meanwhile
+                return False
+            self.current = loaded
+        gc.freeze()  # the model lives as long as the bundle (see Retention.__init__)
+        return True
 
     def _sources(self) -> tuple:
         """What the bundle is built from: (champion, features version, uplift champion), or
@@ -250,34 +333,36 @@ class Live:
             return (cur.published.version,)
         return (cur.model_version, cur.model_run_id), cur.features_version, cur.uplift_version
 
-    def _build(self, *sources) -> Served:
+    def _build(self, *sources, with_model: bool = True) -> Served:
         if self.scores is not None:
-            return self._build_published(*sources)
+            return self._build_published(*sources, with_model=with_model)
         return self._build_scored(*sources)
 
-    def _build_published(self, version: str) -> Served:
-        """A bundle answering from a published version: its model (for /score_features), its
-        metadata and risk-list index; nothing scored here."""
+    def _build_published(self, version: str, *, with_model: bool = True) -> Served:
+        """A bundle answering from a published version: its metadata and risk-list index, and
+        (`with_model`) its model for /score_features; nothing scored here."""
         assert self.scores is not None
         meta = self.scores.meta(version)
-        scorer = load_scorer(meta.model_version)
-        if meta.components:
-            scorer = scorer.with_components(components_of(meta.components))
         empty = pd.DataFrame(columns=list(meta.columns), index=pd.Index([], name="customer_id"))
-        return Served(
-            scorer=scorer, scores=empty, churn_sorted=StorePopulation(self.scores, meta),
+        served = Served(
+            scorer=None, scores=empty, churn_sorted=StorePopulation(self.scores, meta),
             model_version=meta.model_version, model_run_id=meta.model_run_id,
             features_version=meta.features_version, as_of=meta.as_of,
-            recommender=load_recommender(meta.model_run_id), catalogue=self.catalogue,
-            consent=self.consent, uplift_version=meta.uplift_version,
+            recommender=None, catalogue=self.catalogue, consent=_no_consent(),
+            uplift_version=meta.uplift_version,
             uplift_offers=tuple(c.removeprefix("uplift_") for c in meta.columns
                                 if c.startswith("uplift_")),
             uplift_outcome=meta.uplift_outcome, tier_floors=meta.tier_floors,
-            published=meta, score_store=self.scores, index=self.scores.index(meta))
+            published=meta, score_store=self.scores, index=self.scores.index(meta),
+            model_loaded=False)
+        return self._with_model(served) if with_model else served
 
     def _build_scored(self, model: tuple[str, str], features_version: str,
                       uplift: str | None) -> Served:
-        assert self.store is not None
+        from serving.batch import score_population
+        from training.registry import load_recommender, load_scorer
+
+        assert self.store is not None and self.consent is not None
         version, run_id = model
         scorer = load_scorer(version)
         snapshot = self.store.snapshot()
@@ -307,23 +392,35 @@ class Live:
 
     def check(self) -> bool:
         """Rebuild if the champion or the snapshot changed; True when a new bundle is live.
-        Raises when the new bundle cannot be built: the previous one keeps serving, the
-        failure is kept for `health`, and the same sources are tried again only after
-        RETRY_FAILED_SECONDS (each attempt loads the model and scores the population)."""
+        With a score store, also load the current bundle's model if it is still missing.
+        Raises when the new bundle (or the model) cannot be built: the previous one keeps
+        serving, the failure is kept for `health`, and the same sources are tried again only
+        after RETRY_FAILED_SECONDS (each attempt loads the model and scores the population)."""
         try:
             target = self._sources()
             cur = self.current
+            retry_later = self._failed == target and time.monotonic() < self._retry_at
             if target == self._served_sources(cur):
                 if self.scores is not None:
                     self.scores.ping()
-                self.failure = self.failed_at = None
+                if not cur.model_loaded and not retry_later:
+                    try:
+                        self.load_model()
+                    except Exception:
+                        self._failed = target
+                        self._retry_at = time.monotonic() + RETRY_FAILED_SECONDS
+                        raise
+                if self.current.model_loaded:
+                    self.failure = self.failed_at = None
                 return False
-            if self._failed == target and time.monotonic() < self._retry_at:
+            if retry_later:
                 return False
             started = time.perf_counter()
             REBUILD.start()
             try:
-                self.current = self._build(*target)
+                new = self._build(*target)
+                with self._swap:
+                    self.current = new
             except Exception:
                 self._failed, self._retry_at = target, time.monotonic() + RETRY_FAILED_SECONDS
                 REBUILD.end()
@@ -349,6 +446,8 @@ class Live:
         """The bundle with the whole population in memory, as the console's overview and
         sortable lists read it: the current bundle, or with a score store the published
         version read once per version (only a worker whose console is used holds it)."""
+        if not self.current.model_loaded:  # the console recommends too: wait for the model
+            self.load_model()
         cur = self.current
         if cur.published is None or cur.score_store is None:
             return cur
@@ -362,7 +461,9 @@ class Live:
             return self._console
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.config.reload_seconds):
+        wait = 0.0 if not self.current.model_loaded else self.config.reload_seconds
+        while not self._stop.wait(wait):
+            wait = self.config.reload_seconds
             try:
                 self.check()
             except Exception:  # noqa: BLE001 - keep serving the last good bundle
@@ -370,10 +471,12 @@ class Live:
 
     def health(self) -> dict[str, object]:
         """Readiness detail: `ready`, or `degraded` with the reason when the last reload attempt
-        failed (the previous bundle still answers), and the versions being served."""
+        failed (the previous bundle still answers), the versions being served, and whether
+        the model for /score_features and /recommend is loaded yet (store-backed)."""
         cur = self.current
         return {"status": "degraded" if self.failure else "ready", "reason": self.failure,
                 "failed_at": self.failed_at, "model_version": cur.model_version,
+                "model_loaded": cur.model_loaded,
                 "features_version": cur.features_version, "uplift_version": cur.uplift_version,
                 "scores_version": cur.published_version, "loaded_at": cur.loaded_at,
                 "reloads": self.reloads, "reload_errors": self.reload_errors}

@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 
 from features.engine import partitions, read_features
 from features.errors import DataError
+from serving.config import REDIS_SCHEMES
+from serving.versions import retire_redis
 
 PREFIX = "retention:features"
 
@@ -93,16 +95,14 @@ class RedisStore:
         pipe.rpush(f"{PREFIX}:versions", version)
         pipe.set(f"{PREFIX}:current", version)
         pipe.execute()
-        while self.client.llen(f"{PREFIX}:versions") > keep:
-            old = self.client.lpop(f"{PREFIX}:versions")
-            if old is not None:
-                self.client.delete(f"{PREFIX}:{old.decode()}")
+        retire_redis(self.client, f"{PREFIX}:versions",
+                     lambda old: self.client.delete(f"{PREFIX}:{old}"), keep)
         return version
 
 
 def open_store(store: str, features: Path | None) -> FeatureStore:
     """The store a config names: 'memory' (reads `features`) or a redis:// URL."""
-    if store.startswith(("redis://", "rediss://", "unix://")):
+    if store.startswith(REDIS_SCHEMES):
         return RedisStore(store)
     if store != "memory":
         raise DataError(f"store: {store!r} is neither 'memory' nor a redis:// URL")

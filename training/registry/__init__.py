@@ -16,7 +16,7 @@ Registered models pickle their wrapper as `training.registry.ScorerModel` and
 `training.registry.UpliftPyfunc`: both names must stay importable from here.
 """
 
-from training.registry.legacy import MOVED_MODULES, install_aliases, load_artifact
+from features.lazy import lazy_exports
 from training.registry.names import (
     EXPERIMENT,
     MODEL_NAME,
@@ -26,32 +26,22 @@ from training.registry.names import (
     RegisteredModel,
     Tag,
 )
-from training.registry.promotion import (
-    GATES,
-    Gate,
-    compare,
-    head_to_head,
-    list_versions,
-    promote,
-    rollback,
-)
-from training.registry.pyfunc import ScorerModel, UpliftPyfunc, requirements
-from training.registry.tracking import (
-    configure,
-    log_model,
-    log_recommender,
-    log_stage_seconds,
-    log_training,
-    log_uplift,
-    model_card,
-)
-from training.registry.versions import (
-    aliased_version,
-    load_champion,
-    load_recommender,
-    load_scorer,
-    load_uplift,
-)
+
+# Everything but the names loads MLflow: imported on first use, so that reading a name (the
+# store-backed service, the CLI) does not import MLflow.
+_LAZY = {
+    **dict.fromkeys(("MOVED_MODULES", "install_aliases", "load_artifact"),
+                    "training.registry.legacy"),
+    **dict.fromkeys(("GATES", "Gate", "compare", "head_to_head", "list_versions", "promote",
+                     "rollback"), "training.registry.promotion"),
+    **dict.fromkeys(("ScorerModel", "UpliftPyfunc", "requirements"),
+                    "training.registry.pyfunc"),
+    **dict.fromkeys(("configure", "log_model", "log_recommender", "log_stage_seconds",
+                     "log_training", "log_uplift", "model_card"), "training.registry.tracking"),
+    **dict.fromkeys(("aliased_version", "load_champion", "load_recommender", "load_scorer",
+                     "load_uplift"), "training.registry.versions"),
+}
+_, __getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "EXPERIMENT",
