@@ -44,6 +44,17 @@ class Components:
                                    frame["monetary_value"].to_numpy(dtype="float64"), horizons,
                                    draws=draws, seed=seed, keys=customer_keys(frame))
 
+    def simulate_summaries(self, frame: pd.DataFrame, horizons: Sequence[float],
+                           levels: Sequence[float], *, draws: int = 200,
+                           seed: int = 0) -> list[clv.SpendSummary]:
+        """Mean and quantiles at `levels` of `simulate_spends`'s draws per horizon
+        (`clv.simulate_summaries`: the same numbers, without the draws)."""
+        f, r, t = _summary(frame)
+        return clv.simulate_summaries(self.bg, self.gg, f, r, t,
+                                      frame["monetary_value"].to_numpy(dtype="float64"),
+                                      horizons, levels, draws=draws, seed=seed,
+                                      keys=customer_keys(frame))
+
     def params(self) -> dict[str, float]:
         out = {}
         for prefix, model in (("bg", self.bg), ("pnbd", self.pnbd), ("gg", self.gg)):

@@ -128,12 +128,11 @@ def _texts(contrib: pd.DataFrame, features: pd.DataFrame, up: int,
            down: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows x up) and (rows x down) object arrays of factor texts, "" where none."""
     keys, values = _grouped(contrib)
-    order = np.argsort(-values, axis=1, kind="stable")
     rows = np.arange(len(values))[:, None]
     columns = _Columns(features)
     out = []
-    for idx, limit, sign in ((order, up, 1), (order[:, ::-1], down, -1)):
-        idx = idx[:, :limit]
+    for limit, sign in ((up, 1), (down, -1)):
+        idx = _ranked(values, limit, largest=sign > 0)
         picked = sign * values[rows, idx] > 0
         # the loop stopped at the first factor on the wrong side
         picked &= np.cumprod(picked, axis=1, dtype=bool)
@@ -146,6 +145,24 @@ def _texts(contrib: pd.DataFrame, features: pd.DataFrame, up: int,
             texts[where] = _column_texts(name, np.nonzero(where)[0], columns)
         out.append(texts)
     return out[0], out[1]
+
+
+def _ranked(values: np.ndarray, limit: int, *, largest: bool) -> np.ndarray:
+    """Per row, the column indices of its `limit` largest values, largest first, ties in column
+    order (or of its smallest, smallest first, ties in reverse column order): the first and
+    last `limit` of a stable descending argsort, found without sorting whole rows."""
+    limit = min(limit, values.shape[1])
+    if not np.isfinite(values).all():  # the sort's place for NaN is not argmax's
+        order = np.argsort(-values, axis=1, kind="stable")
+        return (order if largest else order[:, ::-1])[:, :limit]
+    work = values.copy() if largest else values[:, ::-1].copy()
+    rows = np.arange(len(values))
+    out = np.empty((len(values), limit), dtype=np.intp)
+    for k in range(limit):
+        at = work.argmax(axis=1) if largest else work.argmin(axis=1)
+        out[:, k] = at
+        work[rows, at] = -np.inf if largest else np.inf
+    return out if largest else values.shape[1] - 1 - out
 
 
 class _Columns:

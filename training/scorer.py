@@ -126,16 +126,18 @@ class CustomerScorer:
         x = self.stacked(frame)
         churn = self.churn_probability(x)
         spend = self.expected_spend(x)
-        # One simulation serves both horizons (the CLV horizon extends the same futures).
-        draws_h, draws_c = self.components.simulate_spends(
-            x, (self.horizon_days, self.clv_horizon_days), draws=self.draws)
-        interval = clv.quantiles(draws_h, spend, self.interval_levels)
-        sim_h = draws_h.mean(axis=1)
+        # One simulation serves both horizons (the CLV horizon extends the same futures); only
+        # its mean and quantiles per row are kept.
+        sims_h, sims_c = self.components.simulate_summaries(
+            x, (self.horizon_days, self.clv_horizon_days),
+            clv.interval_levels(self.interval_levels), draws=self.draws)
+        interval = clv.summary_quantiles(sims_h, spend)
+        sim_h = sims_h.mean
         adjust = np.clip(np.divide(spend, sim_h, out=np.ones_like(spend), where=sim_h > 0),
                          0.2, 5.0)
         disc = clv.discount_factor(self.clv_horizon_days, self.discount_rate)
-        clv_mean = draws_c.mean(axis=1) * adjust
-        value = clv.quantiles(draws_c, clv_mean, self.interval_levels) * disc
+        clv_mean = sims_c.mean * adjust
+        value = clv.summary_quantiles(sims_c, clv_mean) * disc
         clv_mean = clv_mean * disc
         out = pd.DataFrame({
             "customer_id": x["customer_id"].astype(str),

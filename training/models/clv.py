@@ -11,7 +11,8 @@ Inputs are arrays of the BTYD summary per customer: frequency (repeat purchases)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,71 @@ def simulate_spends(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray
     (`_simulate`). Only what can change a total is drawn: futures with no purchase in the
     longest horizon are zeros, and dropout and nu are drawn where a purchase happens.
     """
+    outs = [np.zeros((len(frequency), draws)) for _ in horizons]
+    for lo, _hi, cells, totals in _futures(bg, gg, frequency, recency, T, monetary, horizons,
+                                           draws=draws, seed=seed, keys=keys, chunk=chunk):
+        for out, total in zip(outs, totals, strict=True):
+            out.reshape(-1)[cells + lo * draws] = total
+    return outs
+
+
+@dataclass(frozen=True)
+class SpendSummary:
+    """Per row, over its simulated draws of one horizon: their mean and their quantiles at the
+    levels asked for (one row of `quantiles` per level, numpy's linear interpolation)."""
+
+    mean: np.ndarray
+    quantiles: np.ndarray
+
+
+def simulate_summaries(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray,
+                       recency: np.ndarray, T: np.ndarray, monetary: np.ndarray,
+                       horizons: Sequence[float], levels: Sequence[float], *, draws: int = 200,
+                       seed: int = 0, keys: np.ndarray | None = None,
+                       chunk: int = 50_000) -> list[SpendSummary]:
+    """Mean and quantiles at `levels` of each row's `simulate_spends` draws, per horizon: the
+    same numbers as `draws.mean(axis=1)` and `np.quantile(draws, levels, axis=1)` of its
+    arrays, without holding them (each block of rows is summarised as it is drawn)."""
+    n = len(frequency)
+    summaries = [SpendSummary(np.zeros(n), np.zeros((len(levels), n))) for _ in horizons]
+    for lo, hi, cells, totals in _futures(bg, gg, frequency, recency, T, monetary, horizons,
+                                          draws=draws, seed=seed, keys=keys, chunk=chunk):
+        for summary, total in zip(summaries, totals, strict=True):
+            block = np.zeros((hi - lo, draws))
+            block.reshape(-1)[cells] = total
+            summary.mean[lo:hi] = block.mean(axis=1)
+            block.sort(axis=1)
+            summary.quantiles[:, lo:hi] = sorted_quantiles(block, levels)
+    return summaries
+
+
+def sorted_quantiles(rows: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """`np.quantile(rows, levels, axis=1)` (its default linear interpolation, in its order of
+    operations) of rows already sorted along axis 1: no partitioning."""
+    n = rows.shape[1]
+    q = np.asarray(levels, dtype="float64")
+    if not np.all((q >= 0) & (q <= 1)):
+        raise ModelInputError(f"levels: quantile levels must lie in [0, 1], got {list(q)}")
+    out = np.empty((len(q), len(rows)))
+    for j, v in enumerate((n - 1) * q):
+        if v >= n - 1:  # numpy reads index -1 for both ends, weight v + 1
+            below, above, t = n - 1, n - 1, v + 1.0
+        else:
+            below = int(np.floor(v))
+            above, t = below + 1, v - below
+        a, b = rows[:, below], rows[:, above]
+        diff = b - a
+        out[j] = b - diff * (1 - t) if t >= 0.5 else a + diff * t
+    return out
+
+
+def _futures(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray,
+             recency: np.ndarray, T: np.ndarray, monetary: np.ndarray,
+             horizons: Sequence[float], *, draws: int, seed: int, keys: np.ndarray | None,
+             chunk: int) -> Iterator[tuple[int, int, np.ndarray, list[np.ndarray]]]:
+    """The drawn futures block by block of rows: (first row, end row, cell = row offset from
+    the first x draws + draw index, the total of each cell per horizon). Cells not listed
+    are zeros in every horizon; every row is in one block."""
     x = np.asarray(frequency, dtype="float64")
     rec = np.asarray(recency, dtype="float64")
     big_t = np.asarray(T, dtype="float64")
@@ -67,28 +133,31 @@ def simulate_spends(bg: BetaGeoModel, gg: GammaGammaModel, frequency: np.ndarray
     key = keyed_random.seeded(key, seed)
     p_alive = bg.p_alive(x, rec, big_t)
     order = np.argsort(horizons, kind="stable")
-    outs = [np.zeros((n, draws)) for _ in horizons]
     for lo in range(0, n, chunk):
-        _simulate(bg.params_, gg.params_, x, big_t, m, p_alive, key,
-                  slice(lo, min(lo + chunk, n)), draws, horizons, order, outs)
-    return outs
+        yield from _simulate(bg.params_, gg.params_, x, big_t, m, p_alive, key,
+                             slice(lo, min(lo + chunk, n)), draws, horizons, order)
 
 
 # Streams of the counter-based draws (`keyed_random`): one per quantity drawn.
 _BUYING, _COUNTS, _DROPOUT, _NU, _SPEND = range(5)
 _THIN = 16  # streams _THIN + i: purchases of the i-th horizon from the longest down
+_BLOCK = 1 << 16  # simulated futures per block (their working arrays stay in cache)
+_BLOCK_ROWS = 2048  # rows per block at most
+_THIN_TABLES = 255  # purchase counts up to which thinning reads tables (above: walks)
 
 
 def _simulate(bg: dict[str, float], gg: dict[str, float], x: np.ndarray, big_t: np.ndarray,
               m: np.ndarray, p_alive: np.ndarray, key: np.ndarray, s: slice, draws: int,
-              horizons: Sequence[float], order: np.ndarray, outs: list[np.ndarray]) -> None:
-    """Draws of the rows in `s` into `outs` (one array per horizon).
+              horizons: Sequence[float], order: np.ndarray,
+              ) -> Iterator[tuple[int, int, np.ndarray, list[np.ndarray]]]:
+    """Draws of the rows in `s`, block by block (see `_futures`).
 
     Only futures with a purchase in the longest horizon are drawn: their number per row ~
     Binomial(draws, P(alive) x P(N > 0 | alive)), their purchases from the zero-truncated
     NegBin, and each shorter horizon's by thinning (given the rate, the purchases of a
     Poisson process up to t are Binomial(N(t_next), t / t_next) of those up to t_next).
-    The other futures spend nothing in any horizon.
+    The other futures spend nothing in any horizon. Rows sharing (x, T) share the NegBin's
+    inversion tables.
     """
     rows = s.stop - s.start
     size, rate = bg["r"] + x[s], bg["alpha"] + big_t[s]
@@ -97,31 +166,84 @@ def _simulate(bg: dict[str, float], gg: dict[str, float], x: np.ndarray, big_t: 
     quiet = np.exp(size * np.log(q))  # P(no purchase in the longest horizon | alive)
     buying = keyed_random.binomials(keyed_random.uniform(key[s], _BUYING), draws,
                                     p_alive[s] * (1.0 - quiet))
-    row = np.repeat(np.arange(rows), buying)
-    index = np.arange(len(row)) - np.repeat(np.cumsum(buying) - buying, buying)
-    cells = row * draws + index
-    states = keyed_random.cell_states(key[s][row], index)
-    u = keyed_random.uniform(states, _COUNTS)
-    u = quiet[row] + u * (1.0 - quiet[row])  # conditioned on N > 0
-    counts = [np.maximum(keyed_random.negative_binomials(u, size, q, row), 1)]
-    for i in range(len(order) - 1, 0, -1):
-        keep = float(horizons[order[i - 1]]) / float(horizons[order[i]])
-        u = keyed_random.uniform(states, _THIN + i)
-        counts.insert(0, keyed_random.thinned(u, counts[0], keep))
-    xb = x[s][row]
+    pairs, group = np.unique(np.column_stack([size, q]), axis=0, return_inverse=True)
+    thin = {i: keyed_random.ThinningTables(float(horizons[order[i - 1]])
+                                           / float(horizons[order[i]]), _THIN_TABLES)
+            for i in range(len(order) - 1, 0, -1)}
     xs, code = np.unique(x[s], return_inverse=True)
-    dropout = _dropouts(keyed_random.uniform(states, _DROPOUT), bg["a"], bg["b"], xs,
-                        code.ravel()[row], counts[-1])
-    nu = (keyed_random.gammas(states, _NU, gg["p"] * xb + gg["q"])
-          / (gg["gamma"] + xb * m[s][row]))
-    total, before = np.zeros(len(row)), 0
-    for step, (k, seen) in enumerate(zip(order, counts, strict=True)):
-        bought = np.minimum(seen, dropout)
-        more = np.flatnonzero(bought > before)
-        total[more] += keyed_random.gammas(states[more], _SPEND + 8 * step,
-                                           (bought - before)[more] * gg["p"]) / nu[more]
-        outs[k][s].reshape(-1)[cells] = total
-        before = bought
+    block = _Block(key=key[s], quiet=quiet, group=group.ravel(), code=code.ravel(), xs=xs,
+                   x=x[s], m=m[s], gg=gg, draws=draws, order=order, thin=thin,
+                   dropouts=_Dropouts(bg["a"], bg["b"], xs),
+                   tables=keyed_random.negative_binomial_tables(pairs[:, 0], pairs[:, 1]))
+    ends = np.cumsum(buying)
+    lo = 0
+    while lo < rows:
+        done = int(ends[lo - 1]) if lo else 0
+        hi = int(np.searchsorted(ends, done + _BLOCK, side="right"))
+        hi = min(max(hi, lo + 1), lo + _BLOCK_ROWS, rows)
+        cells, totals = block.draw(lo, buying[lo:hi])
+        yield s.start + lo, s.start + hi, cells, totals
+        lo = hi
+
+
+@dataclass
+class _Block:
+    """What one row slice's futures are drawn from; `draw` takes one block of its rows."""
+
+    key: np.ndarray
+    quiet: np.ndarray
+    group: np.ndarray
+    code: np.ndarray
+    xs: np.ndarray
+    x: np.ndarray
+    m: np.ndarray
+    tables: keyed_random.DiscreteTables
+    thin: dict[int, keyed_random.ThinningTables]
+    gg: dict[str, float]
+    draws: int
+    order: np.ndarray
+    dropouts: _Dropouts
+
+    def draw(self, first: int, buying: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(cell = row offset from `first` x draws + draw index, total per horizon) of the
+        futures of rows first, first + 1, ... (`buying` of each)."""
+        offset = np.repeat(np.arange(len(buying)), buying)
+        row = offset + first
+        index = np.arange(len(row)) - np.repeat(np.cumsum(buying) - buying, buying)
+        cells = offset * self.draws + index
+        totals: list[np.ndarray] = [np.zeros(0)] * len(self.order)
+        if not len(row):
+            return cells, totals
+        states = keyed_random.cell_states(self.key[row], index)
+        u = keyed_random.uniform(states, _COUNTS)
+        quiet = self.quiet[row]
+        u *= 1.0 - quiet
+        u += quiet  # conditioned on N > 0
+        counts = [np.maximum(self.tables.invert(u, self.group[row]), 1)]
+        for i in range(len(self.order) - 1, 0, -1):
+            u = keyed_random.uniform(states, _THIN + i)
+            counts.insert(0, self.thin[i].invert(u, counts[0]))
+        gg = self.gg
+        code = self.code[row]
+        dropout = self.dropouts.draw(keyed_random.uniform(states, _DROPOUT), code, counts[-1])
+        nu = keyed_random.grouped_gammas(states, _NU, gg["p"] * self.xs + gg["q"], code)
+        xb = self.x[row]
+        nu /= gg["gamma"] + xb * self.m[row]
+        total, before = np.zeros(len(row)), 0
+        for step, (k, seen) in enumerate(zip(self.order, counts, strict=True)):
+            bought = np.minimum(seen, dropout)
+            extra = bought - before
+            shapes = np.arange(int(extra.max()) + 1) * gg["p"]  # per number of purchases
+            if bool(np.all(extra > 0)):
+                total += keyed_random.grouped_gammas(states, _SPEND + 8 * step, shapes,
+                                                     extra) / nu
+            else:
+                more = np.flatnonzero(extra > 0)
+                total[more] += keyed_random.grouped_gammas(
+                    states[more], _SPEND + 8 * step, shapes, extra[more]) / nu[more]
+            totals[k] = total.copy()
+            before = bought
+        return cells, totals
 
 
 def _dropouts(u: np.ndarray, a: float, b: float, xs: np.ndarray, code: np.ndarray,
@@ -152,12 +274,78 @@ def _dropouts(u: np.ndarray, a: float, b: float, xs: np.ndarray, code: np.ndarra
     return out
 
 
+class _Dropouts:
+    """`_dropouts` for many blocks of draws: the P(G > k) table of each x is kept (grown when
+    a cap needs more k) and searched from a guide of GUIDE buckets of u, not walked from k = 1.
+
+    P(G > k) is a running product, so it falls with k; the draws whose u is above it at k are
+    then the first k's, and min(G, cap + 1) = 1 + min(cap, #{k >= 1: P(G > k) > u}). A table
+    that rounding left not monotone is read by `_dropouts` itself.
+    """
+
+    GUIDE = 64
+
+    def __init__(self, a: float, b: float, xs: np.ndarray) -> None:
+        self.a, self.b, self.xs = a, b, xs
+        self.top = -1
+
+    def _grow(self, top: int) -> None:
+        steps = np.log1p(-self.a / (self.a + self.b + self.xs[:, None]
+                                    + np.arange(top)[None, :]))
+        survive = np.exp(np.concatenate([np.zeros((len(self.xs), 1)),
+                                         np.cumsum(steps, axis=1)], axis=1))  # k = 0..top
+        self.monotone = bool(np.all(np.diff(survive, axis=1) <= 0))
+        self.top, self.width = top, top + 2
+        self.table = np.concatenate([survive, np.full((len(self.xs), 1), -np.inf)],
+                                    axis=1).ravel()  # -inf after k = top ends every walk
+        # guide[x, b] = #{k >= 1: P(G > k) >= (b + 1) / GUIDE}: those exceed any u of bucket b
+        level = np.floor(survive[:, 1:] * self.GUIDE).astype(np.int64)  # k >= 1
+        hist = np.zeros((len(self.xs), self.GUIDE + 2), dtype=np.int64)
+        rows = np.repeat(np.arange(len(self.xs)), top)
+        np.add.at(hist, (rows, np.clip(level, 0, self.GUIDE + 1).ravel()), 1)
+        above = hist[:, ::-1].cumsum(axis=1)[:, ::-1]  # above[x, j] = #{level >= j}
+        self.guide = above[:, 1:self.GUIDE + 2].ravel()  # b -> #{level >= b + 1}
+
+    def draw(self, u: np.ndarray, code: np.ndarray, cap: np.ndarray) -> np.ndarray:
+        """min(G, cap + 1) per draw (x = xs[code])."""
+        if len(code) == 0:
+            return np.zeros(0, dtype=np.int64)
+        top = int(cap.max()) + 1
+        if top > self.top:
+            self._grow(max(top, 2 * self.top))
+        if not self.monotone:
+            return _dropouts(u, self.a, self.b, self.xs, code, cap)
+        bucket = (u * self.GUIDE).astype(np.int64)
+        count = self.guide[code * (self.GUIDE + 1) + bucket]
+        np.minimum(count, cap, out=count)
+        base = code * self.width
+        step = np.flatnonzero(count < cap)
+        step = step[self.table[base[step] + count[step] + 1] > u[step]]
+        while len(step):
+            count[step] += 1
+            step = step[count[step] < cap[step]]
+            step = step[self.table[base[step] + count[step] + 1] > u[step]]
+        count += 1
+        return count
+
+
 def quantiles(draws: np.ndarray, centre: np.ndarray, levels: tuple[float, float]) -> pd.DataFrame:
     """Interval ends at `levels` and the median per customer (columns lower, median, upper),
     rescaled so the draws' mean equals `centre`."""
-    mean = draws.mean(axis=1)
+    return summary_quantiles(SpendSummary(draws.mean(axis=1), np.quantile(
+        draws, interval_levels(levels), axis=1)), centre)
+
+
+def interval_levels(levels: tuple[float, float]) -> list[float]:
+    """The quantile levels `quantiles` reads: the interval's lower end, 0.5, its upper end."""
+    return [levels[0], 0.5, levels[1]]
+
+
+def summary_quantiles(summary: SpendSummary, centre: np.ndarray) -> pd.DataFrame:
+    """`quantiles` from a summary of the draws at `interval_levels`."""
+    mean = summary.mean
     scale = np.divide(centre, mean, out=np.ones_like(mean), where=mean > 0)
-    lo, mid, hi = np.quantile(draws, [levels[0], 0.5, levels[1]], axis=1) * scale
+    lo, mid, hi = summary.quantiles * scale
     return pd.DataFrame({"lower": lo, "median": mid, "upper": hi})
 
 

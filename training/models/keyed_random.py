@@ -4,8 +4,9 @@ next value, so what one customer draws does not depend on who else is simulated 
 A cell's state is `cell_states(keys, index)` (one 64-bit word per customer key and draw
 index); stream `s` of a cell is splitmix64's output at `state + (s + 1) * golden`, split into
 two 32-bit uniforms. Distributions are then drawn from the uniforms: discrete ones by inverting
-their CDF (`invert_discrete`), Gamma by Marsaglia-Tsang with one stream per attempt.
-Everything is vectorised over cells; no state is kept between calls.
+their CDF (`invert_discrete`; cells sharing a distribution read the same walk from
+`DiscreteTables`), Gamma by Marsaglia-Tsang with one stream per attempt. Everything is
+vectorised over cells; no state is kept between calls.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _TO_UNIT = 2.0 ** -32
 ATTEMPTS = 1 << 16  # streams reserved per Gamma variate (one per Marsaglia-Tsang attempt)
 START_AT_MEAN = 16.0  # NegBin means above which inversion starts at the mean, not at 0
+TABLE_TOP = 1.0 - 2.0 ** -24  # CDF up to which inversion tables are taken (u above: walks)
+GUIDE = 64  # buckets of u per inversion table (a power of 2)
 
 
 def mix64(z: np.ndarray) -> np.ndarray:
@@ -49,9 +52,22 @@ def cell_states(keys: np.ndarray, index: np.ndarray) -> np.ndarray:
     return mix64(np.asarray(keys, dtype=np.uint64) + step * np.uint64(_CELL))
 
 
+def _mixed(states: np.ndarray, stream: int) -> np.ndarray:
+    """mix64(states + stream's offset) as a new array, with one scratch array for the shifts."""
+    z = np.add(states, np.uint64(((stream + 1) * _GOLDEN) & _MASK), dtype=np.uint64)
+    tmp = np.empty_like(z)
+    for shift, mult in ((30, _M1), (27, _M2)):
+        np.right_shift(z, np.uint64(shift), out=tmp)
+        z ^= tmp
+        z *= mult
+    np.right_shift(z, np.uint64(31), out=tmp)
+    z ^= tmp
+    return z
+
+
 def uniform(states: np.ndarray, stream: int) -> np.ndarray:
     """U(0, 1) (53-bit resolution, never 0 or 1) from `stream` of each cell."""
-    z = mix64(states + np.uint64(((stream + 1) * _GOLDEN) & _MASK))
+    z = _mixed(states, stream)
     z >>= np.uint64(11)
     out = z.astype("float64")
     out += 0.5
@@ -62,9 +78,13 @@ def uniform(states: np.ndarray, stream: int) -> np.ndarray:
 def uniforms(states: np.ndarray, stream: int) -> tuple[np.ndarray, np.ndarray]:
     """Two independent U(0, 1) arrays (32-bit resolution, never 0 or 1) from `stream` of each
     cell."""
-    z = mix64(states + np.uint64(((stream + 1) * _GOLDEN) & _MASK))
-    hi = ((z >> np.uint64(32)).astype("float64") + 0.5) * _TO_UNIT
-    lo = ((z & np.uint64(0xFFFFFFFF)).astype("float64") + 0.5) * _TO_UNIT
+    z = _mixed(states, stream)
+    lo = (z & np.uint64(0xFFFFFFFF)).astype("float64")
+    z >>= np.uint64(32)
+    hi = z.astype("float64")
+    for half in (hi, lo):
+        half += 0.5
+        half *= _TO_UNIT
     return hi, lo
 
 
@@ -72,35 +92,65 @@ def gammas(states: np.ndarray, stream: int, shape: np.ndarray) -> np.ndarray:
     """Gamma(shape, 1) per cell (Marsaglia and Tsang 2000), from streams
     `stream * ATTEMPTS + attempt`; shape < 1 as Gamma(shape + 1) * U ** (1 / shape)."""
     shape = np.asarray(shape, dtype="float64")
-    out = np.zeros(len(shape))
-    small = shape < 1.0
-    a = np.where(small, shape + 1.0, shape)
-    d = a - 1.0 / 3.0
-    c = 1.0 / np.sqrt(9.0 * d)
-    todo = np.flatnonzero(shape > 0)
+    return grouped_gammas(states, stream, shape, None)
+
+
+def grouped_gammas(states: np.ndarray, stream: int, shapes: np.ndarray,
+                   group: np.ndarray | None) -> np.ndarray:
+    """`gammas` of shape shapes[group] per cell (shapes itself when group is None): what
+    depends on the shape alone is computed once per distinct shape."""
+    shapes = np.asarray(shapes, dtype="float64")
+    small = shapes < 1.0
+    d = np.where(small, shapes + 1.0, shapes)
+    d -= 1.0 / 3.0
+    c = 9.0 * d
+    np.sqrt(c, out=c)
+    np.divide(1.0, c, out=c)
+    positive = shapes > 0
+    if group is not None:
+        d, c = d[group], c[group]
+    out = np.zeros(len(states))
+    if bool(positive.all()):
+        todo = None  # every cell: no gathers on the first attempt
+    else:
+        todo = np.flatnonzero(positive if group is None else positive[group])
     base = stream * ATTEMPTS
     for attempt in range(ATTEMPTS - 1):
-        if not len(todo):
+        if todo is not None and not len(todo):
             break
-        u_norm, u_acc = uniforms(states[todo], base + attempt)
+        st, dt, ct = ((states, d, c) if todo is None else (states[todo], d[todo], c[todo]))
+        u_norm, u_acc = uniforms(st, base + attempt)
         z = special.ndtri(u_norm)
-        dt = d[todo]
-        v = c[todo] * z
+        v = np.multiply(ct, z, out=u_norm)
         v += 1.0
-        v = v * v * v
+        cube = v * v
+        cube *= v
+        v = cube
         z *= z
         ok = v > 0
         # The squeeze 1 - 0.0331 z^4 decides most draws without the logarithms.
-        doubt = np.flatnonzero(ok & (u_acc >= 1.0 - 0.0331 * z * z))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            vd, dd = v[doubt], dt[doubt]
-            ok[doubt] = np.log(u_acc[doubt]) < 0.5 * z[doubt] + dd - dd * vd + dd * np.log(vd)
-        out[todo[ok]] = (dt * v)[ok]
-        todo = todo[~ok]
-    boost = np.flatnonzero(small & (shape > 0))
-    if len(boost):
+        squeeze = 0.0331 * z
+        squeeze *= z
+        np.subtract(1.0, squeeze, out=squeeze)
+        doubt = np.flatnonzero(ok & (u_acc >= squeeze))
+        if len(doubt):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vd, dd = v[doubt], dt[doubt]
+                ok[doubt] = (np.log(u_acc[doubt])
+                             < 0.5 * z[doubt] + dd - dd * vd + dd * np.log(vd))
+        v *= dt
+        if todo is None:
+            np.copyto(out, v, where=ok)
+            todo = np.flatnonzero(~ok)
+        else:
+            out[todo[ok]] = v[ok]
+            todo = todo[~ok]
+    boosted = small & positive
+    if bool(boosted.any()):
+        boost = np.flatnonzero(boosted if group is None else boosted[group])
+        shape = shapes[boost] if group is None else shapes[group[boost]]
         u = uniform(states[boost], base + ATTEMPTS - 1)
-        out[boost] *= u ** (1.0 / shape[boost])
+        out[boost] *= u ** (1.0 / shape)
     return out
 
 
@@ -151,13 +201,96 @@ def binomials(u: np.ndarray, n: int, p: np.ndarray) -> np.ndarray:
     return np.where(p <= 0.0, 0, np.where(p >= 1.0, n, out))
 
 
-def negative_binomials(u: np.ndarray, size: np.ndarray, p: np.ndarray,
-                       rows: np.ndarray) -> np.ndarray:
-    """NegBin(size, p) per cell by inversion of `u` (failures before the size-th success, real
-    size > 0, success probability p < 1): the Poisson count of a Gamma(size, rate) rate over
-    a window w when p = rate / (rate + w). `size` and `p` are per group (e.g. customer) and
-    `rows` the group of each cell, so the start of each walk is computed once per group:
-    0 for small means, else the floor of the mean (its CDF from the incomplete beta)."""
+class DiscreteTables:
+    """`invert_discrete`'s walks for cells that share a distribution, taken once per group.
+
+    Group g's walk starts at k0[g] with CDF cdf[g] and pmf pmf[g]; `ratio(k, groups)` =
+    pmf(k + 1) / pmf(k). The table holds, for each k the walks can reach, the value a walk
+    compares u with there: going down, CDF(k0) - pmf(k0) - pmf(k0 - 1) - ... in the walk's own
+    order of operations; going up, CDF(k0) + pmf(k0 + 1) + ... (infinite where the pmf
+    reached 0: the walk stops there). Both are monotone in floating point, so a cell's answer
+    is low[g] + the number of its group's entries below u, the same k its walk reaches; a
+    guide of GUIDE buckets of u per group starts each search near its end. Up-walks are taken
+    until the CDF reaches `top`; the rare u above it continue by `invert_discrete` from there.
+    u must lie in (0, 1].
+    """
+
+    def __init__(self, k0: np.ndarray, cdf: np.ndarray, pmf: np.ndarray,
+                 ratio: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
+                 top: float = TABLE_TOP) -> None:
+        k0 = np.asarray(k0, dtype=np.int64)
+        cdf, pmf = np.asarray(cdf, dtype="float64"), np.asarray(pmf, dtype="float64")
+        n = len(k0)
+        groups, ks, values = [np.arange(n)], [k0], [cdf]
+        # Down: the walk's c - p while it may still go on (k > 0, p finite, c - p > 0 >= no u).
+        g = np.flatnonzero((k0 > 0) & (cdf - pmf > 0))
+        c, p, kk = (cdf - pmf)[g], pmf[g], k0[g]
+        while len(g):
+            groups.append(g)
+            ks.append(kk - 1)
+            values.append(c)
+            p = p / ratio(kk - 1, g)
+            kk = kk - 1
+            c = c - p
+            go = (kk > 0) & (c > 0) & np.isfinite(p)
+            g, c, p, kk = g[go], c[go], p[go], kk[go]
+        # Up: c + p until c >= top (the rest continue later) or p = 0 (the walk stops).
+        self.end_k, self.end_c, self.end_p = k0.copy(), cdf.copy(), pmf.copy()
+        g = np.flatnonzero(cdf < top)
+        c, p, kk = cdf[g], pmf[g], k0[g]
+        while len(g):
+            p = p * ratio(kk, g)
+            kk = kk + 1
+            c = c + p
+            groups.append(g)
+            ks.append(kk)
+            values.append(np.where(p > 0, c, np.inf))
+            self.end_k[g], self.end_c[g], self.end_p[g] = kk, c, p
+            go = (p > 0) & (c < top)
+            g, c, p, kk = g[go], c[go], p[go], kk[go]
+        group, k, value = np.concatenate(groups), np.concatenate(ks), np.concatenate(values)
+        self.low = np.full(n, np.iinfo(np.int64).max)
+        np.minimum.at(self.low, group, k)
+        size = np.bincount(group, minlength=n) + 1  # + a NaN sentinel after each group
+        self.start = np.concatenate([[0], np.cumsum(size)])
+        self.values = np.full(self.start[-1], np.nan)
+        self.values[self.start[group] + (k - self.low[group])] = value
+        self.sentinel = self.start[1:] - 1
+        self.offset = self.low - self.start[:-1]  # k = table position + offset[group]
+        # guide[g, b] = position of g's first entry >= b / GUIDE (entries below it are < u)
+        with np.errstate(invalid="ignore"):
+            bucket = np.floor(self.values * GUIDE) + 1.0
+        bucket = np.nan_to_num(np.clip(bucket, 0, GUIDE + 1), nan=GUIDE + 1).astype(np.int64)
+        owner = np.repeat(np.arange(n), size)
+        counts = np.bincount(owner * (GUIDE + 2) + bucket, minlength=n * (GUIDE + 2))
+        self.guide = (counts.reshape(n, GUIDE + 2).cumsum(axis=1)[:, :GUIDE + 1]
+                      + self.start[:-1, None]).ravel()
+        self.top, self.ratio = top, ratio
+
+    def invert(self, u: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """The k each cell's walk reaches (u per cell, `group` its distribution)."""
+        u = np.asarray(u, dtype="float64")
+        at = (u * GUIDE).astype(np.int64)  # exact: GUIDE is a power of 2
+        at += group * (GUIDE + 1)
+        pos = self.guide[at]
+        step = np.flatnonzero(self.values[pos] < u)
+        while len(step):
+            pos[step] += 1
+            step = step[self.values[pos[step]] < u[step]]
+        past = np.flatnonzero(u > self.top)
+        k = pos + self.offset[group]
+        if len(past):
+            past = past[pos[past] == self.sentinel[group[past]]]
+        if len(past):
+            g = group[past]
+            k[past] = invert_discrete(u[past], self.end_k[g], self.end_c[g], self.end_p[g],
+                                      lambda kk, cells: self.ratio(kk, g[cells]))
+        return k
+
+
+def negative_binomial_tables(size: np.ndarray, p: np.ndarray, *,
+                             top: float = TABLE_TOP) -> DiscreteTables:
+    """Inversion tables of NegBin(size[g], p[g]) per group g (see `negative_binomials`)."""
     size = np.asarray(size, dtype="float64")
     q = np.clip(np.asarray(p, dtype="float64"), 1e-300, 1.0 - 1e-16)
     k0 = np.floor(size * (1.0 - q) / q)
@@ -170,12 +303,51 @@ def negative_binomials(u: np.ndarray, size: np.ndarray, p: np.ndarray,
         pmf[far] = np.exp(special.gammaln(sf + kf) - special.gammaln(sf)
                           - special.gammaln(kf + 1.0) + sf * np.log(qf) + kf * np.log1p(-qf))
         cdf[far] = special.betainc(sf, kf + 1.0, qf)
-    cell_size, cell_fail = size[rows], 1.0 - q[rows]
+    fail = 1.0 - q
 
-    def ratio(k: np.ndarray, cells: np.ndarray) -> np.ndarray:
-        return (cell_size[cells] + k) / (k + 1.0) * cell_fail[cells]
+    def ratio(k: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        return (size[groups] + k) / (k + 1.0) * fail[groups]
 
-    return invert_discrete(u, k0.astype(np.int64)[rows], cdf[rows], pmf[rows], ratio)
+    return DiscreteTables(k0.astype(np.int64), cdf, pmf, ratio, top=top)
+
+
+def negative_binomials(u: np.ndarray, size: np.ndarray, p: np.ndarray,
+                       rows: np.ndarray) -> np.ndarray:
+    """NegBin(size, p) per cell by inversion of `u` (failures before the size-th success, real
+    size > 0, success probability p < 1): the Poisson count of a Gamma(size, rate) rate over
+    a window w when p = rate / (rate + w). `size` and `p` are per group (e.g. customer) and
+    `rows` the group of each cell; each walk starts at 0 for small means, else at the floor of
+    the mean (its CDF from the incomplete beta), and is read from the group's tables."""
+    return negative_binomial_tables(size, p).invert(u, np.asarray(rows, dtype=np.int64))
+
+
+class ThinningTables:
+    """Inversion tables of Binomial(n, keep) for every n up to `most` (see `thinned`)."""
+
+    def __init__(self, keep: float, most: int) -> None:
+        self.keep, self.most = keep, most
+        n = np.arange(most + 1, dtype=np.int64)
+        pmf = np.exp(n * np.log1p(-keep))
+        odds = keep / (1.0 - keep)
+
+        def ratio(k: np.ndarray, groups: np.ndarray) -> np.ndarray:
+            return np.maximum(n[groups] - k, 0) / (k + 1.0) * odds
+
+        self.tables = DiscreteTables(np.zeros(len(n), dtype=np.int64), pmf, pmf, ratio)
+
+    def invert(self, u: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """Binomial(n, keep) per cell from `u`; n beyond `most` by `thinned`'s walk."""
+        n = np.asarray(n, dtype=np.int64)
+        if not 0.0 < self.keep < 1.0:
+            return thinned(u, n, self.keep)
+        big = np.flatnonzero(n > self.most)
+        if not len(big):
+            return self.tables.invert(u, n)
+        out = np.empty(len(n), dtype=np.int64)
+        small = np.flatnonzero(n <= self.most)
+        out[small] = self.tables.invert(u[small], n[small])
+        out[big] = _thinned_walk(u[big], n[big], self.keep)
+        return out
 
 
 def thinned(u: np.ndarray, n: np.ndarray, keep: float) -> np.ndarray:
@@ -185,6 +357,10 @@ def thinned(u: np.ndarray, n: np.ndarray, keep: float) -> np.ndarray:
         return n.copy()
     if keep <= 0.0:
         return np.zeros_like(n)
+    return _thinned_walk(u, n, keep)
+
+
+def _thinned_walk(u: np.ndarray, n: np.ndarray, keep: float) -> np.ndarray:
     pmf = np.exp(n * np.log1p(-keep))
     odds = keep / (1.0 - keep)
 
