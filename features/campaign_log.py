@@ -141,6 +141,19 @@ class CampaignLog:
             return pd.DataFrame(conn.execute(query).fetchall(),
                                 columns=["customer_id", "offer_id", "at"])
 
+    def sent(self, since: dt.datetime, before: dt.datetime,
+             customer_ids: list[str] | None = None) -> pd.DataFrame:
+        """`sent` events with since <= at < before (customer_id, offer_id, channel, at), of
+        these customers or of everyone: the contacts whose cost a window before as_of bore."""
+        query = (sa.select(events.c.customer_id, events.c.offer_id, events.c.channel,
+                           events.c.at)
+                 .where(events.c.event == "sent", events.c.at >= since, events.c.at < before))
+        if customer_ids is not None:
+            query = query.where(events.c.customer_id.in_(customer_ids))
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(query).fetchall(),
+                                columns=["customer_id", "offer_id", "channel", "at"])
+
     def frame(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
             return pd.read_sql(sa.select(events), conn)

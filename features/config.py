@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import pandas as pd
 import yaml
 from pydantic import (
     AfterValidator,
@@ -25,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from features.contract import REQUIRED, TableKind
+from features.contract import COST, REQUIRED, TableKind
 from features.errors import DataError, config_error
 
 ROW_NUMBER = "@row_number"
@@ -128,6 +129,18 @@ def _arithmetic(text: str) -> str:
     return text
 
 
+def _rate(value: float) -> float:
+    """A margin rate: the share of a line's revenue kept after its cost, in [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise _expected(f"{value!r} is not a margin rate", "a share of revenue from 0 to 1, "
+                        "e.g. 0.35 (cost 65% of the line's amount)")
+    return value
+
+
+Rate = Annotated[float, AfterValidator(_rate)]
+CATEGORY = "category"
+
+
 def _expected(problem: str, expected: str) -> PydanticCustomError:
     """A config error that reads "<problem>; expected <what>" (no pydantic prefix)."""
     message = f"{problem}; expected {expected}"
@@ -146,6 +159,9 @@ class SourceConfig(BaseModel):
     purchases; `allow_zero_price` keeps free items (still purchases) instead of quarantining them.
     `decimal: ","` reads numbers written `12,50`. Timestamps outside [`min_timestamp`,
     `max_timestamp`] are implausible (typos, sentinels such as 9999-12-31) and quarantined.
+    A line's cost of goods comes from a `cost` column (`columns` or `derive`), else from
+    `margin_rate` (one rate for every line: cost = amount x (1 - rate)) or `margin_rates` (a rate
+    per value of the `category` column, `margin_rate` for the categories it does not list).
     Everything that can be checked without the data (time zone, encoding, separator, `derive`)
     is checked here, so a mistake names the config file and its key.
     """
@@ -178,6 +194,8 @@ class SourceConfig(BaseModel):
     return_order_prefix: str | None = None
     duplicates: Literal["quarantine", "keep"] = "quarantine"
     allow_zero_price: bool = False
+    margin_rate: Rate | None = None
+    margin_rates: dict[str, Rate] = {}
     id_prefix: str = ""
     base_dir: Path = Path(".")
 
@@ -246,7 +264,41 @@ class SourceConfig(BaseModel):
                 f"table {self.table!r} needs {', '.join(missing)} in `columns`, `derive` or "
                 "`constants`"
             )
+        self._check_margin(provided)
         return self
+
+    def _check_margin(self, provided: set[str]) -> None:
+        if self.margin_rate is None and not self.margin_rates:
+            return
+        if self.table != "transactions":
+            raise ValueError("`margin_rate` and `margin_rates` apply to transactions only")
+        if COST in provided:
+            raise ValueError("`cost` is mapped and a margin rate is set: give one of the two "
+                             "(a line's cost, or the rate it is derived from)")
+        if self.margin_rates and CATEGORY not in self.columns:
+            raise ValueError(f"`margin_rates` needs the `{CATEGORY}` column in `columns` (the "
+                             "value each rate is looked up by)")
+        if self.margin_rates and self.margin_rate is None:
+            raise ValueError("`margin_rates` needs `margin_rate` too: the rate of the "
+                             "categories it does not list")
+
+    @property
+    def has_cost(self) -> bool:
+        """Whether validated lines carry a `cost` (mapped, derived, constant or from a rate)."""
+        given = set(self.columns) | set(self.derive) | set(self.constants)
+        return COST in given or self.margin_rate is not None
+
+    def line_cost(self, amount: pd.Series, category: pd.Series | None = None
+                  ) -> pd.Series | None:
+        """Each line's cost from the margin rates (amount x (1 - rate)), or None when the
+        config sets no rate (the source's own `cost`, if any, stands)."""
+        if self.margin_rate is None:
+            return None
+        rate = pd.Series(self.margin_rate, index=amount.index, dtype="float64")
+        if self.margin_rates and category is not None:
+            listed = category.astype("string").str.strip().map(self.margin_rates)
+            rate = pd.to_numeric(listed, errors="coerce").astype("float64").fillna(rate)
+        return amount.astype("float64") * (1.0 - rate)
 
     @property
     def location(self) -> str:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
+import numpy as np
+import pandas as pd
+
 TableKind = Literal["transactions", "customers", "campaign_log"]
 
 # name -> pandas dtype of the canonical (validated) table. Timestamps are naive UTC.
@@ -24,7 +27,19 @@ TRANSACTIONS_OPTIONAL: dict[str, str] = {
     "cost": "float64",
     "channel": "string",
     "store_id": "string",
+    "category": "string",
 }
+# `cost` is the line's cost of goods, signed like `amount` (a return's is negative: the goods
+# come back). A source without it has no cost; features then value customers by revenue.
+COST = "cost"
+# What a customer's value is counted in: margin when every line before as_of has a cost.
+ValueBasis = Literal["margin", "revenue"]
+MARGIN, REVENUE = get_args(ValueBasis)
+# Feature columns about profit (features.pointintime); not inputs of the trained models.
+PROFIT_COLUMNS: tuple[str, ...] = ("gross_margin", "margin_rate", "returns_cost", "margin_365d",
+                                   "value_basis")
+# The columns the feature expressions read: the required lines, plus their cost when known.
+FEATURE_INPUT: tuple[str, ...] = (*TRANSACTIONS, COST)
 
 CUSTOMERS: dict[str, str] = {
     "customer_id": "string",
@@ -59,3 +74,11 @@ SCHEMAS: dict[str, dict[str, str]] = {
     "customers": CUSTOMERS,
     "campaign_log": CAMPAIGN_LOG,
 }
+
+
+def feature_input(transactions: pd.DataFrame) -> pd.DataFrame:
+    """The columns of FEATURE_INPUT from canonical transactions, `cost` null when unknown."""
+    frame = transactions[[c for c in FEATURE_INPUT if c in transactions.columns]]
+    if COST not in frame.columns:
+        frame = frame.assign(**{COST: np.full(len(frame), np.nan)})
+    return frame.astype({COST: "float64"})

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from ibis.backends import BaseBackend
 
 from features import pointintime as pit
-from features.contract import TRANSACTIONS
+from features.contract import feature_input
 from features.errors import DataError
 from features.segments import ValueTiers
 
@@ -58,8 +58,7 @@ class FeatureTables:
 def prepare(con: BaseBackend, transactions: pd.DataFrame, data_end: dt.date | None = None,
             name: str = "transactions") -> FeatureTables:
     """Load canonical transactions and materialise purchase days and first purchases."""
-    cols = list(TRANSACTIONS)
-    tx = con.create_table(name, transactions[cols], overwrite=True)
+    tx = con.create_table(name, feature_input(transactions), overwrite=True)
     days = con.create_table(f"{name}_days", pit.purchase_days(tx), overwrite=True)
     products = con.create_table(f"{name}_products", pit.first_purchases(tx), overwrite=True)
     if data_end is None:

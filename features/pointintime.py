@@ -5,6 +5,12 @@ timestamp < as_of; labels for horizon H use only as_of <= timestamp < as_of + H.
 a UTC midnight, so both rules reduce to comparisons of whole day numbers (days since
 1970-01-01), which every backend computes identically.
 
+Profit: with a line `cost` (features.contract.COST), `gross_margin` is net revenue minus net
+cost (returned goods come back, so a return gives back its line's margin: `returns_cost`),
+`margin_rate` its share of net revenue and `margin_365d` the margin of the lookback year, on
+which value tiers rank. Without a cost every line costs 0: margin equals revenue, the rate is 1
+and `value_basis` says "revenue" instead of "margin".
+
 The BTYD summary follows lifetimes' day-level convention with the observation period ending on
 the last day before as_of: frequency = repeat purchase days, recency = last - first purchase
 day, T = (as_of - 1 day) - first purchase day, monetary_value = mean sales of the repeat days.
@@ -17,6 +23,7 @@ import datetime as dt
 import ibis
 import ibis.expr.types as ir
 
+from features.contract import COST, MARGIN, REVENUE
 from features.segments import ValueTiers, add_rfm, add_value_tier
 
 WINDOWS: tuple[int, ...] = (30, 90, 180, 365)
@@ -42,8 +49,11 @@ def purchase_days(transactions: ir.Table) -> ir.Table:
     same on every run and backend. Parallel float sums differed in the last bits between runs,
     and those bits moved XGBoost's split points: retraining on the same data gave other models.
     """
+    if COST not in transactions.columns:  # a source without cost: every line's is unknown
+        transactions = transactions.mutate(**{COST: ibis.null("float64")})
     t = transactions.mutate(day=_day(transactions.timestamp),
-                            money=transactions.amount.cast(MONEY))
+                            money=transactions.amount.cast(MONEY),
+                            cost_money=transactions[COST].cast(MONEY))
     sale = ~t.is_return
     zero = ibis.literal(0, type=MONEY)
     return t.group_by(["customer_id", "day"]).aggregate(
@@ -52,6 +62,9 @@ def purchase_days(transactions: ir.Table) -> ir.Table:
         n_orders=t.order_id.nunique(where=sale),
         items=t.quantity.sum(where=sale).fill_null(0.0),
         n_sale_lines=sale.sum(),
+        sales_cost=t.cost_money.sum(where=sale).fill_null(zero),
+        returns_cost=t.cost_money.sum(where=t.is_return).fill_null(zero),
+        uncosted_lines=t.cost_money.isnull().sum(),
     )
 
 
@@ -136,6 +149,11 @@ def customer_features(
         "sales_prev_90": h.sales.sum(where=(h.day >= a - 180) & (h.day < a - 90)).fill_null(0.0),
         "orders_next90_ly": h.n_orders.sum(where=last_year).fill_null(0),
         "spend_next90_ly": (h.sales + h.refunds).sum(where=last_year).fill_null(0.0),
+        "sales_cost": h.sales_cost.sum(),
+        "returns_cost": h.returns_cost.sum(),
+        "cost_365d": (h.sales_cost + h.returns_cost).sum(where=h.day >= a - 365).fill_null(
+            ibis.literal(0, type=MONEY)),
+        "uncosted_lines": h.uncosted_lines.sum(),
     }
     for w in WINDOWS:
         recent = h.day >= a - w
@@ -157,6 +175,11 @@ def customer_features(
     days_since_last = (a - f.last_day).cast("int32")
     recent, before = f.sales_last_90, f.sales_prev_90
     gross = f.gross_sales
+    net = gross + f.refunds
+    known = f.uncosted_lines == 0
+    zero = ibis.literal(0, type=MONEY)
+    net_cost = ibis.ifelse(known, f.sales_cost + f.returns_cost, zero)
+    margin = (net - net_cost).cast("float64")
     out = f.select(
         customer_id=f.customer_id,
         as_of=ibis.literal(as_of),
@@ -185,8 +208,14 @@ def customer_features(
                               None),
         return_rate=ibis.ifelse(gross > 0, f.refunds.abs().cast("float64") / gross.cast("float64"),
                                 None),
+        gross_margin=margin,
+        margin_rate=ibis.ifelse(known & (net <= 0), 0.0,
+                                ibis.ifelse(known, margin / net.cast("float64"), 1.0)),
+        returns_cost=(ibis.ifelse(known, f.returns_cost, zero) - f.refunds).cast("float64"),
+        margin_365d=(f["spend_365d"] - ibis.ifelse(known, f.cost_365d, zero)).cast("float64"),
+        value_basis=ibis.ifelse(known, MARGIN, REVENUE),
     )
-    return add_value_tier(add_rfm(out), tiers)
+    return add_value_tier(add_rfm(out), tiers, by="margin_365d")
 
 
 def labels(days: ir.Table, as_of: dt.date, horizon_days: int) -> ir.Table:

@@ -65,11 +65,12 @@ def add_rfm(features: ir.Table) -> ir.Table:
     return t.mutate(rfm_segment=ibis.cases(*branches, else_=ibis.literal("Hibernating")))
 
 
-def add_value_tier(features: ir.Table, tiers: ValueTiers | None = None) -> ir.Table:
-    """Add value_tier from the rank on spend_365d (highest spenders first)."""
+def add_value_tier(features: ir.Table, tiers: ValueTiers | None = None, *,
+                   by: str = "spend_365d") -> ir.Table:
+    """Add value_tier from the rank on `by` (spend_365d by default; highest first)."""
     tiers = tiers or ValueTiers()
-    rank = ibis.rank().over(order_by=features.spend_365d.desc())
-    n = features.spend_365d.count().over()
+    rank = ibis.rank().over(order_by=features[by].desc())
+    n = features[by].count().over()
     branches = []
     cumulative = 0
     for name, share in tiers.tiers.items():

@@ -278,7 +278,7 @@ def validate(raw: DataFrame, cfg: SourceConfig, now: dt.datetime | None = None,
     from pyspark.sql import types as T
 
     from features.config import NUMERIC, ROW_NUMBER
-    from features.contract import TRANSACTIONS
+    from features.contract import COST, TRANSACTIONS
     from features.validate import (
         DECIMAL_COMMA,
         REASONS,
@@ -342,13 +342,15 @@ def validate(raw: DataFrame, cfg: SourceConfig, now: dt.datetime | None = None,
     numbered = tagged.withColumn(_ROW, offset_map[part] + position + F.lit(1)).drop("__id")
     canon_types = {"string": T.StringType(), "datetime64[us]": T.TimestampType(),
                    "float64": T.DoubleType(), "bool": T.BooleanType()}
+    canonical = {**TRANSACTIONS, **({COST: "float64"} if cfg.has_cost else {})}
     out_schema = T.StructType(
         [*raw.schema.fields, T.StructField(_ROW, T.LongType()),
          T.StructField(_REASON, T.StringType())]
-        + [T.StructField(_CANON + name, canon_types[dtype]) for name, dtype in TRANSACTIONS.items()]
+        + [T.StructField(_CANON + name, canon_types[dtype]) for name, dtype in canonical.items()]
     )
     checked = numbered.mapInPandas(
-        _row_checker(cfg, now, first_values, raw_cols, instants), out_schema)
+        _row_checker(cfg, now, first_values, raw_cols, instants, list(canonical)),
+        out_schema)
     for canon, src in cfg.columns.items():
         if src == ROW_NUMBER and canon in TRANSACTIONS:
             checked = checked.withColumn(_CANON + canon,
@@ -364,7 +366,7 @@ def validate(raw: DataFrame, cfg: SourceConfig, now: dt.datetime | None = None,
              .agg(F.count(F.lit(1)).alias("n")).collect()}
     counts = {r: found[r] for r in REASONS if r in found}
     accepted = checked.where(F.col(_REASON).isNull()).select(
-        *[F.col(_CANON + name).alias(name) for name in TRANSACTIONS])
+        *[F.col(_CANON + name).alias(name) for name in canonical])
     quarantine = checked.where(F.col(_REASON).isNotNull()).select(
         F.col(_ROW).alias("row"), F.col(_REASON).alias("reason"),
         *[F.col(f"`{c}`").cast("string").alias(c) for c in raw_cols])
@@ -372,14 +374,14 @@ def validate(raw: DataFrame, cfg: SourceConfig, now: dt.datetime | None = None,
 
 
 def _row_checker(cfg: SourceConfig, now: dt.datetime, first_values: dict[str, str | None],
-                 raw_cols: list[str], instants: list[str]) -> Any:
-    """The function mapInPandas runs on each executor: check_rows on batches of raw rows."""
+                 raw_cols: list[str], instants: list[str], canon: list[str]) -> Any:
+    """The function mapInPandas runs on each executor: check_rows on batches of raw rows,
+    giving the `canon` columns of each."""
 
     def check(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import numpy as np
         import pandas as pd
 
-        from features.contract import TRANSACTIONS
         from features.validate import check_rows
 
         for batch in batches:
@@ -391,7 +393,7 @@ def _row_checker(cfg: SourceConfig, now: dt.datetime, first_values: dict[str, st
             out = batch.reset_index(drop=True)
             out[_REASON] = pd.array(np.where(reason == None, None, reason),  # noqa: E711
                                     dtype="string")
-            for name in TRANSACTIONS:
+            for name in canon:
                 out[_CANON + name] = canonical[name].to_numpy()
             yield out
 
@@ -446,11 +448,12 @@ def build(
 
     from features import engine
     from features import pointintime as pit
-    from features.contract import TRANSACTIONS
+    from features.contract import FEATURE_INPUT
 
     con = ibis.pyspark.connect(spark)
     tag = f"retention_{os.getpid()}_{id(accepted):x}"
-    accepted.select(*TRANSACTIONS).createOrReplaceTempView(f"{tag}_tx")
+    accepted.select(*[c for c in FEATURE_INPUT if c in accepted.columns]).createOrReplaceTempView(
+        f"{tag}_tx")
     tx = con.table(f"{tag}_tx")
     cached = []
     for name, expr in (("days", pit.purchase_days(tx)), ("products", pit.first_purchases(tx))):

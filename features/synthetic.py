@@ -44,6 +44,7 @@ _QUANTITY_P = (0.75, 0.18, 0.07)
 _REGION_P = (0.3, 0.25, 0.25, 0.2)
 _CHANNEL_P = (0.5, 0.3, 0.2)
 _P_PREFERRED_CHANNEL = 0.7
+_MARGIN_BETA = (4.0, 6.0)  # each product's margin share of its price
 # Campaign response: (visit, converted) probabilities per segment and arm.
 _PERSUADABLE_RECENCY = (30.0, 180.0)
 _SLEEPING_DOG_RECENCY = 14.0
@@ -147,6 +148,8 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     purchases on or after `end` are not observed. Each purchase is one order of
     1 + Poisson(mean_lines_per_order - 1) distinct products whose prices are scaled so the order
     totals its Gamma-Gamma value. Returns are separate `r...` orders 1-30 days after the sale.
+    Each product keeps a share of its price as margin (Beta(4, 6), mean 40%): a line's `cost`
+    is its amount times one minus that share (a return's is negative, like its amount).
 
     Campaign: customers whose first purchase precedes `campaign_date` are randomised. The effect
     depends on recency R (days from the last purchase to the campaign date): persuadable
@@ -156,7 +159,9 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     process stays exactly BG/NBD.
     """
     cfg = config
-    rng, dirty_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(2))
+    # The cost stream is a third child of the seed: the other tables are those of two children.
+    rng, dirty_rng, cost_rng = (np.random.default_rng(s)
+                                for s in np.random.SeedSequence(cfg.seed).spawn(3))
     n = cfg.n_customers
     start_us = _day_us(cfg.start)
     end_us = _day_us(cfg.end)
@@ -215,7 +220,8 @@ def generate(config: SyntheticConfig) -> SyntheticData:
             _id_array("x", np.arange(1, n_fresh + 1), width),
         ]
     )
-    transactions = _transactions_frame(lines, cust_ids, order_ids, cfg.n_products)
+    margin = np.append(cost_rng.beta(_MARGIN_BETA[0], _MARGIN_BETA[1], cfg.n_products), 1.0)
+    transactions = _transactions_frame(lines, cust_ids, order_ids, cfg.n_products, margin)
     return SyntheticData(transactions, customers, campaign, truth, cfg, injected)
 
 
@@ -241,7 +247,7 @@ def write(data: SyntheticData, out_dir: Path) -> dict[str, Path]:
         "transactions": {
             "columns": _identity(
                 ["customer_id", "order_id", "timestamp", "product_id", "quantity", "price",
-                 "channel"]
+                 "channel", "cost"]
             ),
             "derive": {"amount": "quantity * price"},
             "non_product_codes": [NON_PRODUCT],
@@ -540,9 +546,10 @@ def _campaign(
 
 
 def _transactions_frame(
-    lines: _Lines, cust_ids: pa.Array, order_ids: pa.Array, n_products: int
+    lines: _Lines, cust_ids: pa.Array, order_ids: pa.Array, n_products: int, margin: np.ndarray
 ) -> pd.DataFrame:
-    """Gather the string ids (materialised once per distinct value) by code into a frame."""
+    """Gather the string ids (materialised once per distinct value) by code into a frame;
+    `margin` is each product code's margin share (the line costs the rest of its amount)."""
     product_ids = pa.concat_arrays(
         [
             _id_array("p", np.arange(1, n_products + 1), max(4, len(str(n_products)))),
@@ -559,6 +566,7 @@ def _transactions_frame(
             "price": lines.price,
             "amount": lines.quantity * lines.price,
             "channel": pa.array(list(SALE_CHANNELS)).take(pa.array(lines.channel)),
+            "cost": np.round(lines.quantity * lines.price * (1.0 - margin[lines.product]), 2),
         }
     )
     return table.to_pandas()

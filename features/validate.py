@@ -252,6 +252,14 @@ def _transactions(out: dict[str, pd.Series], cfg: SourceConfig, reasons: _Reason
                  "amount_out_of_range")
     out["amount"] = amount.where(~is_return, -amount.abs())
     out["quantity"] = qty.where(~is_return, -qty.abs())
+    derived = cfg.line_cost(out["amount"], out.get("category"))
+    if derived is not None:
+        out["cost"] = derived
+    if "cost" in out:  # signed like amount: a returned line's goods come back
+        out["cost"] = out["cost"].where(~is_return, -out["cost"].abs())
+        costs = out["cost"].to_numpy(dtype="float64", na_value=np.nan)
+        reasons.mark(np.abs(np.round(costs, _MONEY.scale)) >= 10.0 ** _MONEY_DIGITS,
+                     "amount_out_of_range")
     out["is_return"] = is_return
 
 

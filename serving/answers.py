@@ -13,9 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.campaign_log import CampaignLog
-from features.contract import CHANNELS
-from features.segments import RFM_SEGMENTS
-from serving.batch import enrich
+from features.contract import CHANNELS, MARGIN
 from serving.config import RiskBands
 from serving.offers import Catalogue, in_control, offer_value
 from serving.schemas import (
@@ -65,6 +63,8 @@ def score_ids(served: Served, ids: list[str]) -> list[CustomerScore]:
 
 
 def segment_of(r: int, f: int) -> str:
+    from features.segments import RFM_SEGMENTS  # imports Ibis: only once a row is scored
+
     for name, rs, fs in RFM_SEGMENTS:
         if r in rs and f in fs:
             return name
@@ -82,6 +82,8 @@ def tier_of(spend_365d: float, floors: tuple[tuple[str, float], ...]) -> str | N
 def score_rows(served: Served, rows: list[FeatureRow], bands: RiskBands) -> list[CustomerScore]:
     """Score feature rows sent by the caller, ranked against the served population; each row
     gets the answer it would get alone (the scorer draws per customer), micro-batched or not."""
+    from serving.batch import enrich  # imports XGBoost: only once a row is scored
+
     frame = pd.DataFrame([r.model_dump() for r in rows])
     frame["as_of"] = frame["as_of"].fillna(pd.Timestamp(served.as_of).date())
     frame = frame.astype({c: "float64" for c in frame.columns
@@ -231,7 +233,8 @@ def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: s
             source = "uplift"
         order_value = float(row.get("avg_order_value") or 0.0)
         clv = float(row["clv"]) if math.isfinite(float(row["clv"])) else 0.0
-        inc, cost, net = offer_value(offer, channel, clv, order_value, p_with, p_without)
+        inc, cost, net = offer_value(offer, channel, clv, order_value, p_with, p_without,
+                                     margin_rate=_margin_rate(row))
         if net <= 0:
             continue
         choices.append(OfferChoice(
@@ -248,6 +251,14 @@ def _decide(served: Served, cat: Catalogue | None, req: RecommendRequest, cid: s
                               reason="no eligible offer is worth more than it costs")
     return Recommendation(customer_id=cid, status="ok", arm="treatment", offers=choices,
                           reason=f"best: {choices[0].offer_id} on {choices[0].channel}")
+
+
+def _margin_rate(row: dict) -> float:
+    """The share of an order's revenue the customer's orders keep (1 on the revenue basis)."""
+    rate = row.get("margin_rate")
+    if row.get("value_basis") != MARGIN or rate is None or not math.isfinite(float(rate)):
+        return 1.0
+    return float(rate)
 
 
 def _ineligible(offer, row: dict, sent: list[tuple[str, dt.datetime]],

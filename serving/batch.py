@@ -19,9 +19,11 @@ import xgboost as xgb
 from features.csv_safe import write_csv
 from features.errors import DataError
 from serving.config import RiskBands
+from serving.profit import in_margin_terms, value_basis
 from training.scorer import CustomerScorer
 
-CARRIED = ("rfm_segment", "value_tier", "days_since_last", "avg_order_value")
+CARRIED = ("rfm_segment", "value_tier", "days_since_last", "avg_order_value", "gross_margin",
+           "margin_rate", "value_basis")
 
 
 def risk_percentile(at_or_below: np.ndarray, population: int) -> np.ndarray:
@@ -32,8 +34,9 @@ def risk_percentile(at_or_below: np.ndarray, population: int) -> np.ndarray:
 def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
            population: np.ndarray | None = None) -> pd.DataFrame:
     """Add risk band and percentile (against `population`'s sorted churn probabilities, the
-    scored rows themselves by default), segment, tier and the expected next purchase date."""
-    out = scores.copy()
+    scored rows themselves by default), segment, tier, the expected next purchase date, and the
+    value fields in margin terms where the features know the margin (`serving.profit`)."""
+    out = in_margin_terms(scores, features)
     churn = out["churn_probability"].to_numpy(dtype="float64")
     ranked = np.sort(churn) if population is None else population
     out["risk_percentile"] = risk_percentile(np.searchsorted(ranked, churn, side="right"),
@@ -42,6 +45,7 @@ def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
                                 np.where(churn >= bands.medium, "medium", "low")).astype(object)
     for col in CARRIED:
         out[col] = features[col].to_numpy() if col in features else None
+    out["value_basis"] = value_basis(features)
     expected = out["expected_purchases"].to_numpy(dtype="float64")
     horizon = out["horizon_days"].to_numpy(dtype="float64")
     with np.errstate(divide="ignore", invalid="ignore"):

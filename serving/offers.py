@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -126,10 +127,42 @@ def in_control(campaign_id: str, customer_id: str, share: float) -> bool:
 
 
 def offer_value(offer: Offer, channel: str, clv: float, order_value: float,
-                p_with: float, p_without: float) -> tuple[float, float, float]:
-    """(expected incremental value, expected cost, net) of sending `offer` on `channel`."""
-    basis = (clv if offer.value_basis == "clv" else order_value) * offer.value_share
+                p_with: float, p_without: float, *, margin_rate: float = 1.0
+                ) -> tuple[float, float, float]:
+    """(expected incremental value, expected cost, net) of sending `offer` on `channel`.
+
+    `clv` is counted as the answers count it (margin or revenue); an order is worth its
+    `margin_rate` share of `order_value` (1: revenue), while a discount gives back revenue."""
+    order_worth = order_value * margin_rate
+    basis = (clv if offer.value_basis == "clv" else order_worth) * offer.value_share
     incremental = (p_with - p_without) * basis
     cost = (offer.cost.per_contact.get(channel, 0.0)  # type: ignore[call-overload]
             + p_with * (offer.cost.discount_share * order_value + offer.cost.fixed_on_response))
     return incremental, cost, incremental - cost
+
+
+def contact_cost(catalogue: Catalogue, offer_id: str, channel: str) -> float:
+    """What one contact of `offer_id` on `channel` cost, by the catalogue: the channel's
+    `per_contact`, or the offer's cheapest channel when the log did not say which; 0 for an
+    offer the catalogue no longer has."""
+    offer = next((o for o in catalogue.offers if o.id == offer_id), None)
+    if offer is None:
+        return 0.0
+    per_contact = offer.cost.per_contact
+    if channel in per_contact:
+        return float(per_contact[channel])  # type: ignore[index]
+    return min((float(per_contact.get(c, 0.0)) for c in offer.channels),  # type: ignore[call-overload]
+               default=0.0)
+
+
+def cost_to_serve(sent: pd.DataFrame, catalogue: Catalogue) -> pd.Series:
+    """Per customer, the contact cost of the `sent` events given (`CampaignLog.sent` over a
+    window before as_of): each contact at its catalogue cost (`contact_cost`)."""
+    if sent.empty:
+        return pd.Series(dtype="float64", name="cost_to_serve")
+    pairs = sent[["offer_id", "channel"]].astype(str).drop_duplicates()
+    price = {(o, c): contact_cost(catalogue, o, c) for o, c in pairs.itertuples(index=False)}
+    costs = [price[(str(o), str(c))] for o, c in zip(sent["offer_id"], sent["channel"],
+                                                     strict=True)]
+    frame = pd.DataFrame({"customer_id": sent["customer_id"].astype(str), "cost": costs})
+    return frame.groupby("customer_id")["cost"].sum().rename("cost_to_serve")

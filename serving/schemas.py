@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from features.campaign_log import EngineEvent
-from features.contract import Channel
+from features.contract import Channel, ValueBasis
 
 MAX_IDS = 1000
 MAX_DAYS = 36_500  # a century: the longest customer history a row can describe
@@ -83,6 +83,13 @@ class CustomerScore(BaseModel):
     value_at_risk: float | None = None
     rfm_segment: str | None = None
     value_tier: str | None = None
+    value_basis: ValueBasis | None = Field(
+        None, description="what clv, clv_p10/p50/p90 and value_at_risk count: 'margin' (revenue "
+                          "x the customer's margin rate, when the source has costs) or 'revenue'")
+    margin_rate: float | None = Field(
+        None, description="gross margin / net revenue before as_of (1 without costs)")
+    gross_margin: float | None = Field(
+        None, description="net revenue - net cost of goods before as_of (revenue without costs)")
     reasons_raising: list[str] = Field(default_factory=list)
     reasons_lowering: list[str] = Field(default_factory=list)
     horizon_days: int | None = None

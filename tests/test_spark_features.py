@@ -158,8 +158,8 @@ def test_bad_sources_fail_in_one_line(spark, source: Path, tmp_path: Path, probl
         text["path"] = str(source.parent / text["path"])
     else:
         (tmp_path / "comma.csv").write_text(
-            "customer_id,order_id,timestamp,product_id,quantity,price,channel\n"
-            + "".join(f"c{i},o{i},2023-01-0{i},p,1,\"2,50\",web\n" for i in range(1, 4)))
+            "customer_id,order_id,timestamp,product_id,quantity,price,channel,cost\n"
+            + "".join(f"c{i},o{i},2023-01-0{i},p,1,\"2,50\",web,1\n" for i in range(1, 4)))
         text.update(format="csv", path="comma.csv")
     (tmp_path / "src.yaml").write_text(yaml.safe_dump(text))
     cfg = load_source_config(tmp_path / "src.yaml")

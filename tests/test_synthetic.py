@@ -67,7 +67,7 @@ def test_clean_transactions_are_well_formed(big: SyntheticData) -> None:
     tx = big.transactions
     assert list(tx.columns) == [
         "customer_id", "order_id", "timestamp", "product_id", "quantity", "price", "amount",
-        "channel",
+        "channel", "cost",
     ]
     assert tx["timestamp"].dtype == "datetime64[us]"
     assert tx["timestamp"].is_monotonic_increasing
@@ -238,6 +238,7 @@ def test_write_produces_readable_files(tmp_path: Path, dirty: SyntheticData) -> 
     expected_columns = {
         "transactions": [
             "customer_id", "order_id", "timestamp", "product_id", "quantity", "price", "channel",
+            "cost",
         ],
         "customers": ["customer_id", "signup_at", "consent_email", "consent_sms", "consent_push"],
         "campaign_log": [

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.base import clone
 from xgboost import XGBClassifier
 
+from features.contract import PROFIT_COLUMNS
 from training.models.uplift.base import CONTROL, UpliftInputError, UpliftLearner
 from training.models.uplift.tlearner import TLearner
 
@@ -24,7 +25,7 @@ OUTCOMES: tuple[str, ...] = ("visit", "converted", "revenue")
 # Feature-table columns that are labels (observed after as_of) or bookkeeping, never features.
 NOT_FEATURES: frozenset[str] = frozenset({
     "customer_id", "as_of", "in_population", "horizon_days", "label_complete", "churned",
-    "n_purchases", "spend", "days_to_next", "next_observed",
+    "n_purchases", "spend", "days_to_next", "next_observed", *PROFIT_COLUMNS,
 })
 # Hillstrom's customer attributes as carried by configs/sources/hillstrom.yaml (`keep`).
 HILLSTROM_NUMERIC: tuple[str, ...] = ("recency", "history", "mens", "womens", "newbie")
