@@ -104,7 +104,7 @@ def risk_list(served: Served, req: RiskListRequest) -> tuple[int, pd.DataFrame]:
         matched, ranks = served.index.select(
             bands=f.bands, tiers=f.tiers, segments=f.segments,
             min_value_at_risk=f.min_value_at_risk, min_clv=f.min_clv, top_n=req.top_n)
-        return matched, served.score_store.ranked(served.published, ranks)
+        return matched, served.with_costs(served.score_store.ranked(served.published, ranks))
     s = served.scores
     mask = np.ones(len(s), dtype=bool)
     if f.bands:

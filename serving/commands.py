@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
@@ -14,6 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.errors import DataError, config_error
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 console = Console()
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,11 +182,18 @@ def score_cmd(
     spark_master: Annotated[str | None, typer.Option(
         help="With --engine spark: local[N], spark://host:port or sc://host:port (Spark "
              "Connect); default $SPARK_REMOTE, else local[*].")] = None,
+    campaign_log: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL of the campaign log (as `serve --campaign-log`); with --offers, "
+             "adds cost_to_serve and net_value (contacts in the year before as_of).")] = None,
+    offers: Annotated[Path | None, typer.Option(
+        help="Offer catalogue YAML: the cost per contact, with --campaign-log.")] = None,
 ) -> None:
     """Score the whole population of the latest feature snapshot: the risk list, to a file or
-    table (--out) and/or to the score store the service answers from (--publish)."""
+    table (--out) and/or to the score store the service answers from (--publish). With
+    --campaign-log and --offers, each customer's cost to serve and net value too."""
     from serving.batch import score_population, write_scores
     from serving.config import RiskBands
+    from serving.profit import with_cost_to_serve
     from serving.score_store import open_score_store
     from serving.state import champion, publish_scores
     from serving.store import MemoryStore
@@ -191,6 +201,10 @@ def score_cmd(
 
     if out is None and publish is None:
         raise DataError("score: give --out, --publish or both")
+    if (campaign_log is None) != (offers is None):
+        given, missing = (("--campaign-log", "--offers") if offers is None
+                          else ("--offers", "--campaign-log"))
+        raise DataError(f"{given}: cost to serve needs {missing} too")
     store = open_score_store(publish) if publish else None
 
     try:
@@ -202,10 +216,13 @@ def score_cmd(
     registry.configure(tracking_uri)
     version, run_id = champion(alias)
     if engine != "duckdb":
+        if campaign_log is not None:
+            raise DataError("--campaign-log: cost to serve is scored with --engine duckdb")
         _score_on_spark(engine, features, out, publish, bands, version, spark_master)
         return
     memory = MemoryStore(features)
     snapshot = memory.snapshot()
+    costs = _costs(campaign_log, offers, snapshot["as_of"].max())
     registered = registry.load_scorer(version)
     scorer = registered.for_population(snapshot)
     if scorer is not registered:
@@ -222,11 +239,32 @@ def score_cmd(
     if store is not None:
         published = publish_scores(store, registered, scorer, snapshot, scores,
                                    model=(version, run_id), features_version=memory.version(),
-                                   keep=keep)
+                                   keep=keep, costs=costs)
         console.print(f"{said} -> {publish} version {published}")
     if out is not None:
+        scores = with_cost_to_serve(scores, costs)
         scores = scores.sort_values("value_at_risk", ascending=False, kind="stable")
         console.print(f"{said} -> {write_scores(scores, out, table)}")
+
+
+def _costs(campaign_log: str | None, offers: Path | None, as_of: object) -> pd.Series | None:
+    """Each contacted customer's cost to serve before as_of (`serving.profit.costs_before`),
+    or None without --campaign-log and --offers."""
+    if campaign_log is None or offers is None:
+        return None
+    import sqlalchemy as sa
+
+    from features.campaign_log import CampaignLog
+    from serving.offers import load_catalogue
+    from serving.profit import costs_before
+
+    catalogue = load_catalogue(offers)
+    try:
+        log = CampaignLog(_absolute_sqlite(campaign_log), create=False)
+        return costs_before(log, catalogue, as_of)
+    except (sa.exc.ArgumentError, sa.exc.OperationalError) as exc:
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        raise DataError(f"--campaign-log: cannot read the campaign log ({reason})") from None
 
 
 def _score_on_spark(engine: str, features: Path, out: str | None, publish: str | None,

@@ -21,6 +21,7 @@ from pydantic import (
 
 from features.campaign_log import EngineEvent
 from features.contract import Channel, ValueBasis
+from serving.profit import COST_TO_SERVE_DAYS
 
 MAX_IDS = 1000
 MAX_DAYS = 36_500  # a century: the longest customer history a row can describe
@@ -90,6 +91,13 @@ class CustomerScore(BaseModel):
         None, description="gross margin / net revenue before as_of (1 without costs)")
     gross_margin: float | None = Field(
         None, description="net revenue - net cost of goods before as_of (revenue without costs)")
+    cost_to_serve: float | None = Field(
+        None, description="the cost of the customer's campaign contacts logged in the "
+                          f"{COST_TO_SERVE_DAYS} days before as_of, at the offer catalogue's "
+                          "cost per contact (0 without contacts); null when no campaign log "
+                          "and catalogue are configured")
+    net_value: float | None = Field(
+        None, description="clv - cost_to_serve; null when cost_to_serve is null")
     reasons_raising: list[str] = Field(default_factory=list)
     reasons_lowering: list[str] = Field(default_factory=list)
     horizon_days: int | None = None

@@ -139,8 +139,8 @@ class Retention:
 
     def __init__(self) -> None:
         self.config = load_config()
-        self.live = Live(self.config)
         self.campaign_log = CampaignLog(self.config.campaign_log, create=False)
+        self.live = Live(self.config, campaign_log=self.campaign_log)
         self.write_budget = WriteBudget(rate=self.config.log_rows_per_second,
                                         burst=self.config.log_rows_burst)
         self.batcher = MicroBatcher(self._score_rows, max_items=self.config.max_ids)

@@ -31,6 +31,7 @@ from features.errors import DataError
 from serving.config import ServeConfig
 from serving.limits import REBUILD
 from serving.offers import Catalogue, load_catalogue
+from serving.profit import costs_before, row_with_cost, with_cost_to_serve
 from serving.score_store import (
     Published,
     RankIndex,
@@ -41,6 +42,7 @@ from serving.score_store import (
 from training.registry.names import Alias, RegisteredModel
 
 if TYPE_CHECKING:
+    from features.campaign_log import CampaignLog
     from serving.store import FeatureStore
 
 # MLflow, XGBoost and the model library are imported where a model is loaded or a population
@@ -74,6 +76,9 @@ class Served:
     index: RankIndex | None = None
     # False while a store-backed bundle's model, recommender and consent are still loading.
     model_loaded: bool = True
+    # Store-backed, when the published version has no cost to serve: the service's own, per
+    # contacted customer (`serving.profit.costs_before`), added to each answer row.
+    costs: pd.Series | None = None
 
     @property
     def published_version(self) -> str | None:
@@ -87,10 +92,19 @@ class Served:
         """Each customer's scores as a dict (None when not served), from memory or the
         score store: no DataFrame on the hot path."""
         if self.score_store is not None and self.published is not None:
-            return self.score_store.rows(self.published, ids)
+            found = self.score_store.rows(self.published, ids)
+            if self.costs is None:
+                return found
+            return [None if row is None else row_with_cost(cid, row, self.costs)
+                    for cid, row in zip(ids, found, strict=True)]
         at = self.scores.index.get_indexer(ids)
         return [None if i < 0 else {c: values[i] for c, values in self.columns.items()}
                 for i in at]
+
+    def with_costs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Rows read from the score store (indexed by customer_id) with the service's cost to
+        serve, when it adds its own (`costs`)."""
+        return frame if self.costs is None else with_cost_to_serve(frame, self.costs)
 
 
 def tier_floors(snapshot: pd.DataFrame) -> tuple[tuple[str, float], ...]:
@@ -209,11 +223,13 @@ def components_of(params: dict[str, dict[str, float]]):
 
 def publish_scores(store: ScoreStore, registered, scorer, snapshot: pd.DataFrame,
                    scores: pd.DataFrame, *, model: tuple[str, str], features_version: str,
-                   keep: int = 2) -> str:
+                   keep: int = 2, costs: pd.Series | None = None) -> str:
     """Publish a scored snapshot (`score_population` by `scorer`, i.e. `registered` for the
-    snapshot's population) with the uplift champion's effects; returns the new version."""
+    snapshot's population) with the uplift champion's effects and, given `costs`
+    (`serving.profit.costs_before`), the cost to serve; returns the new version."""
     uplift = uplift_champion()
     scores, effect = with_effects(scores, snapshot, uplift)
+    scores = with_cost_to_serve(scores, costs)
     return store.publish(
         scores, model_version=model[0], model_run_id=model[1],
         features_version=features_version, tier_floors=tier_floors(snapshot),
@@ -225,7 +241,10 @@ def publish_scores(store: ScoreStore, registered, scorer, snapshot: pd.DataFrame
 class Live:
     """The current `Served` bundle, rebuilt in the background when its sources change."""
 
-    def __init__(self, config: ServeConfig, watch: bool = True) -> None:
+    def __init__(self, config: ServeConfig, watch: bool = True,
+                 campaign_log: CampaignLog | None = None) -> None:
+        """`campaign_log` (the service's): with the catalogue, each bundle's answers carry
+        the cost to serve over the window before its as_of (`serving.profit`)."""
         self.config = config
         self.scores: ScoreStore | None = None
         self.store: FeatureStore | None = None
@@ -243,6 +262,7 @@ class Live:
             self.store = open_store(config.store, config.features)
             self.consent = load_consent(config)
         self.catalogue = load_catalogue(config.offers) if config.offers else None
+        self.campaign_log = campaign_log
         self.reloads = 0
         self.reload_errors = 0
         self.failure: str | None = None  # why the last reload attempt failed; None once one works
@@ -354,8 +374,16 @@ class Live:
                                 if c.startswith("uplift_")),
             uplift_outcome=meta.uplift_outcome, tier_floors=meta.tier_floors,
             published=meta, score_store=self.scores, index=self.scores.index(meta),
-            model_loaded=False)
+            model_loaded=False,
+            costs=None if "cost_to_serve" in meta.columns else self._costs(meta.as_of))
         return self._with_model(served) if with_model else served
+
+    def _costs(self, as_of: str) -> pd.Series | None:
+        """Each contacted customer's cost to serve before as_of, from the campaign log at the
+        catalogue's prices; None without a catalogue."""
+        if self.campaign_log is None or self.catalogue is None or not as_of:
+            return None
+        return costs_before(self.campaign_log, self.catalogue, as_of)
 
     def _build_scored(self, model: tuple[str, str], features_version: str,
                       uplift: str | None) -> Served:
@@ -376,11 +404,13 @@ class Live:
         scorer = refreshed
         scores = score_population(scorer, snapshot, self.config.risk_bands)
         scores, effect = with_effects(scores, snapshot, uplift)
+        as_of = str(snapshot["as_of"].max())
+        scores = with_cost_to_serve(scores, self._costs(as_of))
         served = Served(
             scorer=scorer, scores=scores,
             churn_sorted=np.sort(scores["churn_probability"].to_numpy(dtype="float64")),
             model_version=version, model_run_id=run_id, features_version=features_version,
-            as_of=str(snapshot["as_of"].max()), recommender=load_recommender(run_id),
+            as_of=as_of, recommender=load_recommender(run_id),
             catalogue=self.catalogue, consent=self.consent,
             uplift_version=effect.version if effect else None,
             uplift_offers=tuple(effect.predictions.columns) if effect else (),
@@ -453,11 +483,11 @@ class Live:
             return cur
         with self._console_lock:
             if self._console is None or self._console.published != cur.published:
-                frame = cur.score_store.frame(cur.published)
+                frame = cur.with_costs(cur.score_store.frame(cur.published))
                 self._console = replace(
                     cur, scores=frame, columns={c: frame[c].to_numpy() for c in frame.columns},
                     churn_sorted=np.sort(frame["churn_probability"].to_numpy(dtype="float64")),
-                    score_store=None, index=None)
+                    score_store=None, index=None, costs=None)
             return self._console
 
     def _watch(self) -> None:

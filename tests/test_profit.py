@@ -1,6 +1,7 @@
 """Profit: line costs and margin rates in source configs, the profit features on a hand-computed
 fixture, value in margin terms in the answers (`serving.profit`), offers worth their margin,
-cost to serve from the campaign log, and the fields over real HTTP."""
+cost to serve from the campaign log (in the service's answers and the batch scores), and the
+fields over real HTTP."""
 
 from __future__ import annotations
 
@@ -22,7 +23,15 @@ from features.validate import load, validate
 from serving.batch import enrich
 from serving.config import RiskBands
 from serving.offers import Catalogue, cost_to_serve, offer_value
-from serving.profit import VALUE_COLUMNS, in_margin_terms, value_basis
+from serving.profit import (
+    COST_TO_SERVE_DAYS,
+    VALUE_COLUMNS,
+    cost_window,
+    in_margin_terms,
+    value_basis,
+    with_cost_to_serve,
+)
+from tests.conftest import END, ROOT, Deployment, run
 
 AS_OF = dt.date(2024, 3, 1)
 COLUMNS = {"customer_id": "customer", "order_id": "invoice", "timestamp": "ts",
@@ -255,3 +264,133 @@ def test_score_and_risk_list_carry_the_value_basis(dep) -> None:
     assert {"value_basis", "margin_rate", "gross_margin"} <= set(table.columns)
     assert set(table["value_basis"]) == {"margin"}
     assert table["customer_id"].tolist() == [x["customer_id"] for x in risk]
+
+
+def test_the_cost_window_ends_before_as_of_and_net_value_subtracts_it() -> None:
+    since, before = cost_window("2024-03-01")
+    assert before == dt.datetime(2024, 3, 1)
+    assert before - since == dt.timedelta(days=COST_TO_SERVE_DAYS)
+    scores = pd.DataFrame({"clv": [10.0, 5.0]}, index=pd.Index(["a", "b"], name="customer_id"))
+    out = with_cost_to_serve(scores, pd.Series({"a": 0.6}))
+    assert out["cost_to_serve"].tolist() == [0.6, 0.0]  # no contact: no cost
+    np.testing.assert_allclose(out["net_value"], [9.4, 5.0])
+    assert with_cost_to_serve(scores, None) is scores  # no log or catalogue: no columns
+
+
+def sent(cid: str, offer: str, channel: str, at: dt.datetime) -> dict:
+    return {"event": "sent", "customer_id": cid, "campaign_id": "profit", "offer_id": offer,
+            "channel": channel, "at": at}
+
+
+@pytest.fixture(scope="module")
+def costed(trained):
+    """The service over the trained snapshot (as_of END) with its own campaign log: contacts
+    before as_of, on it and after it, and from before the window."""
+    ids = trained.snapshot["customer_id"].astype(str).tolist()[:3]
+    a, b, c = ids
+    as_of = dt.datetime.fromisoformat(END)
+    name = trained.serve_config("serve-costs.yaml", trained.home / "snapshot", "costs-log.db")
+    CampaignLog(f"sqlite:///{trained.home / 'costs-log.db'}").append([
+        sent(a, "winback-10", "direct_mail", as_of - dt.timedelta(days=30)),  # 0.90
+        sent(a, "retention-15", "sms", as_of - dt.timedelta(seconds=1)),  # 0.15
+        sent(a, "winback-10", "direct_mail", as_of),  # on as_of: not before it
+        sent(a, "winback-10", "direct_mail", as_of + dt.timedelta(days=40)),  # after
+        sent(b, "cross-sell", "push", as_of - dt.timedelta(days=COST_TO_SERVE_DAYS)),  # 0.01
+        sent(b, "cross-sell", "push", as_of - dt.timedelta(days=COST_TO_SERVE_DAYS + 1)),
+        {"event": "opened", "customer_id": b, "campaign_id": "profit",
+         "at": as_of - dt.timedelta(days=3)},
+    ])
+    d = Deployment(trained.home, name)
+    d.start()
+    yield d, {a: 0.90 + 0.15, b: 0.01, c: 0.0}
+    d.stop()
+
+
+def test_answers_carry_the_cost_to_serve_before_as_of_and_the_net_value(costed, trained):
+    d, want = costed
+    r = d.post("/score", {"customer_ids": [*want, "nobody"]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    for x in results[:3]:
+        assert x["cost_to_serve"] == pytest.approx(want[x["customer_id"]], abs=1e-9)
+        assert x["net_value"] == pytest.approx(x["clv"] - x["cost_to_serve"], abs=1e-5)
+    assert results[3]["cost_to_serve"] is None and results[3]["net_value"] is None
+    everyone = d.post("/risk_list", {"top_n": 10_000}).json()["results"]
+    assert len(everyone) == len(trained.snapshot)
+    got = {x["customer_id"]: x["cost_to_serve"] for x in everyone}
+    assert got == pytest.approx({**dict.fromkeys(got, 0.0), **want})
+    csv = d.post("/risk_list.csv", {"top_n": 10_000})
+    assert csv.status_code == 200
+    table = pd.read_csv(io.StringIO(csv.text), dtype={"customer_id": str})
+    costs = table.set_index("customer_id")["cost_to_serve"]
+    assert costs.loc[list(want)].tolist() == pytest.approx(list(want.values()))
+    np.testing.assert_allclose(table["net_value"], table["clv"] - table["cost_to_serve"],
+                               atol=1e-9)
+    spec = d.client.get("/docs.json").json()["components"]["schemas"]["CustomerScore"]
+    assert {"cost_to_serve", "net_value"} <= set(spec["properties"])
+    # batch scores: the same costs with --campaign-log and --offers, no columns without
+    home = trained.home
+    log = f"sqlite:///{home / 'costs-log.db'}"
+    run("score", "--features", str(home / "snapshot"), "--out", str(home / "costs.parquet"),
+        "--campaign-log", log, "--offers", str(ROOT / "configs/offers/demo.yaml"),
+        "--no-reasons", "--tracking-uri", d.tracking, cwd=home)
+    batch = pd.read_parquet(home / "costs.parquet").set_index("customer_id")
+    assert batch.loc[list(want), "cost_to_serve"].tolist() == pytest.approx(list(want.values()))
+    assert (batch["cost_to_serve"] >= 0).all() and batch["cost_to_serve"].sum() == \
+        pytest.approx(sum(want.values()))
+    np.testing.assert_allclose(batch["net_value"], batch["clv"] - batch["cost_to_serve"])
+
+
+def test_batch_cost_to_serve_needs_both_options(trained) -> None:
+    import subprocess
+
+    from tests.conftest import BIN, clean_env
+
+    done = subprocess.run([str(BIN / "retention"), "score", "--features",
+                           str(trained.home / "snapshot"), "--out", "x.csv", "--campaign-log",
+                           "sqlite:///nowhere.db"], cwd=trained.home, capture_output=True,
+                          text=True, env=clean_env())
+    assert done.returncode == 2
+    assert "--campaign-log: cost to serve needs --offers too" in done.stderr, done.stderr
+
+
+COSTS_DB = 11  # a database of the test Redis no other test uses
+
+
+def test_a_store_backed_service_answers_the_same_cost_to_serve(costed, trained, redis_url):
+    import redis
+
+    from serving import answers
+    from serving.config import load_config
+    from serving.schemas import RiskListRequest
+    from serving.state import Live
+
+    d, want = costed
+    ids = [*want, "nobody"]
+    expected = {x["customer_id"]: (x["cost_to_serve"], x["net_value"])
+                for x in d.post("/score", {"customer_ids": ids}).json()["results"]}
+    home = trained.home
+    url = redis_url.rsplit("/", 1)[0] + f"/{COSTS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    cfg = load_config(home / "serve-costs.yaml").model_copy(update={"scores": url})
+    log = CampaignLog(f"sqlite:///{home / 'costs-log.db'}", create=False)
+
+    def answered(live: Live) -> dict[str, tuple]:
+        got = {x.customer_id: (x.cost_to_serve, x.net_value)
+               for x in answers.score_ids(live.current, ids)}
+        _, top = answers.risk_list(live.current, RiskListRequest(top_n=10_000))
+        assert top["cost_to_serve"].loc[list(want)].tolist() == pytest.approx(
+            list(want.values()))
+        return got
+
+    # published without costs: the service adds its own, from its log and catalogue
+    run("score", "--features", str(home / "snapshot"), "--publish", url, "--tracking-uri",
+        d.tracking, cwd=home)
+    assert answered(Live(cfg, watch=False, campaign_log=log)) == expected
+    # published with costs: they travel with the scores (no log needed to answer them)
+    run("score", "--features", str(home / "snapshot"), "--publish", url, "--tracking-uri",
+        d.tracking, "--campaign-log", f"sqlite:///{home / 'costs-log.db'}", "--offers",
+        str(ROOT / "configs/offers/demo.yaml"), cwd=home)
+    live = Live(cfg, watch=False)
+    assert "cost_to_serve" in live.current.published.columns
+    assert answered(live) == expected
