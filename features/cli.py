@@ -122,6 +122,9 @@ def build_cmd(
     spark_table: Annotated[str | None, typer.Option(
         help="With --engine spark: read this table of the Spark catalog instead of the "
              "source's file; the source config still maps its columns.")] = None,
+    spark_memory: Annotated[str | None, typer.Option(
+        help="With --engine spark: the driver's heap, e.g. 8g (default $SPARK_DRIVER_MEMORY, "
+             "else half this machine's memory for a local master).")] = None,
 ) -> None:
     """Build point-in-time features (and labels) per (customer, as_of)."""
     cfg = load_source_config(source)
@@ -131,14 +134,15 @@ def build_cmd(
     if engine_name not in engine.ENGINES:
         raise DataError(f"--engine: unknown engine {engine_name!r}; expected one of "
                         f"{', '.join(engine.ENGINES)}")
-    if engine_name != "spark" and (spark_master or spark_table):
-        raise DataError("--spark-master/--spark-table: only with --engine spark")
+    if engine_name != "spark" and (spark_master or spark_table or spark_memory):
+        raise DataError("--spark-master/--spark-table/--spark-memory: only with --engine spark")
     if engine_name == "spark" and backend:
         raise DataError("--backend: not with --engine spark (Spark is the backend)")
     dates = parse_dates(as_of)
     horizon_days, lookback_days = parse_duration(horizon), parse_duration(lookback)
     if engine_name == "spark":
-        _build_on_spark(cfg, dates, out, horizon_days, lookback_days, spark_master, spark_table)
+        _build_on_spark(cfg, dates, out, horizon_days, lookback_days, spark_master, spark_table,
+                        spark_memory)
         return
     with _progress() as progress:
         result = validate_source(cfg, progress)
@@ -159,10 +163,22 @@ def build_cmd(
 
 
 def _build_on_spark(cfg: SourceConfig, dates: list[dt.date], out: Path, horizon_days: int,
-                    lookback_days: int, master: str | None, table: str | None) -> None:
+                    lookback_days: int, master: str | None, table: str | None,
+                    memory: str | None = None) -> None:
     from features import spark
 
-    with spark.session(master) as session, _progress() as progress:
+    try:
+        _run_on_spark(spark, cfg, dates, out, horizon_days, lookback_days, master, table, memory)
+    except ConnectionError as e:  # the JVM went away mid-job (most often out of memory)
+        raise DataError(f"--engine spark: the Spark driver stopped during the build ({e}); "
+                        "give it more memory with --spark-memory") from None
+    print_feature_summary(engine.read_features(out), out)
+
+
+def _run_on_spark(spark: Any, cfg: SourceConfig, dates: list[dt.date], out: Path,
+                  horizon_days: int, lookback_days: int, master: str | None, table: str | None,
+                  memory: str | None) -> None:
+    with spark.session(master, memory=memory) as session, _progress() as progress:
         task = progress.add_task(f"read + validate {cfg.name} on Spark", total=1)
         result = spark.validate(spark.read_source(session, cfg, table), cfg,
                                 source=f"spark table {table}" if table else None)
@@ -179,7 +195,6 @@ def _build_on_spark(cfg: SourceConfig, dates: list[dt.date], out: Path, horizon_
         finally:
             result.release()
     print_validation(result)
-    print_feature_summary(engine.read_features(out), out)
 
 
 def print_feature_summary(frame: pd.DataFrame, out: Path) -> None:

@@ -23,7 +23,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,9 +64,23 @@ logger.spark.level = error
 """
 
 
+MEMORY_ENV = "SPARK_DRIVER_MEMORY"
+
+
 def resolve_master(master: str | None = None) -> str:
     """The master to use: the argument, else $SPARK_REMOTE (Spark Connect), else local[*]."""
     return master or os.environ.get(REMOTE_ENV) or LOCAL_MASTER
+
+
+def local_memory() -> str:
+    """The driver heap of a local session when none is given: half the machine's memory, at
+    least 1 GiB (a local session's driver also runs every task, and Spark's default of 1 GiB
+    runs out on millions of lines)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return "1g"
+    return f"{max(1024, total // 2 // 2**20)}m"
 
 
 def local_cores(master: str) -> int | None:
@@ -84,8 +98,9 @@ def session(master: str | None = None, *, app: str = "retention",
             memory: str | None = None) -> Iterator[SparkSession]:
     """A Spark session for the length of the `with` block.
 
-    `memory` sets the driver's heap (e.g. "4g"); it applies when this process starts its JVM
-    (the first local session). A session already active in this process is reused and left
+    `memory` sets the driver's heap (e.g. "4g"; default $SPARK_DRIVER_MEMORY, else for a local
+    master `local_memory()`); it applies when this process starts its JVM (the first local
+    session). A session already active in this process is reused and left
     running, so a caller (a test, a notebook) can hand its own session to the engine.
     """
     try:
@@ -129,6 +144,7 @@ def session(master: str | None = None, *, app: str = "retention",
         builder = builder.config("spark.sql.shuffle.partitions", str(max(4, 2 * cores)))
     for key, value in RUNTIME_CONF.items():
         builder = builder.config(key, value)
+    memory = memory or os.environ.get(MEMORY_ENV) or (local_memory() if cores else None)
     if memory:
         builder = builder.config("spark.driver.memory", memory)
     try:
@@ -137,7 +153,8 @@ def session(master: str | None = None, *, app: str = "retention",
         try:
             yield spark
         finally:
-            spark.stop()
+            with suppress(Exception):  # a JVM that died has nothing left to stop
+                spark.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

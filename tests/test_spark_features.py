@@ -177,3 +177,18 @@ def test_bad_sources_fail_in_one_line(spark, source: Path, tmp_path: Path, probl
 def test_unknown_engine_is_one_line(source: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="--engine: unknown engine 'flink'"):
         build_cli(source, tmp_path, "flink")
+
+
+def test_spark_options_need_the_spark_engine(source: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="--spark-memory: only with --engine spark"):
+        build_cmd(source=source, as_of=AS_OFS, out=tmp_path, engine_name="duckdb",
+                  spark_memory="4g")
+
+
+def test_a_local_session_gets_half_the_machine_memory(spark) -> None:
+    total_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))
+    heap_mib = int(spark_engine.local_memory().removesuffix("m"))
+    assert heap_mib >= 1024
+    assert abs(heap_mib - total_kib / 2 / 1024) <= max(1.0, 0.01 * heap_mib)
+    assert spark.sparkContext.getConf().get("spark.driver.memory") == spark_engine.local_memory()
