@@ -6,13 +6,17 @@ then computed point in time (only lines before each as_of) and added to the mode
 The churn booster (calibrated) and the purchases booster are fitted on the training cutoffs
 and scored on the validation cutoff (where a family is judged) and, refitted on training +
 validation, on the test cutoff (reported, never used to decide). Training-row variants (more
-cutoffs, early stopping, monotone constraints) are measured the same way.
+cutoffs, booster settings, monotone constraints) are measured the same way. Early stopping
+picks each booster's number of trees on the validation cutoff (its validation scores are
+therefore optimistic) and refits on training + validation with that many trees for the test.
 
 A family is kept when, on the validation cutoff of every dataset that has its inputs, churn
 ROC-AUC and PR-AUC do not fall and at least one of them, or purchases MAE, improves.
 
     python bench/bench_signal.py            # writes the `signal` section of RESULTS.md
     python bench/bench_signal.py --quick    # CDNOW sample only, to a temp file
+    python bench/bench_signal.py --only monotone "early stopping"   # those variants and the
+                                            # current columns: the `signal-only` section
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import xgboost as xgb
 from results_file import write_section
 
 from features.config import load_source_config
@@ -198,6 +203,39 @@ GRID: dict[str, dict[str, object]] = {
 }
 
 
+# Directions known for churn (+1: more churn as the column grows, -1: less), other columns
+# held fixed. Only recent-activity counts, the time since the last purchase and the BTYD
+# forecasts of the horizon itself: lifetime counts and spend are left free (a heavy buyer who
+# stopped long ago is a likely churner), as are tenure, order values and seasonality.
+CHURN_MONOTONE: dict[str, int] = {
+    "days_since_last": 1, "overdue_ratio": 1, "r_score": -1,
+    "orders_30d": -1, "orders_90d": -1, "orders_180d": -1, "orders_365d": -1, "f_score": -1,
+    "bg_p_alive": -1, "pnbd_p_alive": -1, "bg_expected": -1, "pnbd_expected": -1,
+    "bg_p_zero": 1,
+}
+PURCHASES_MONOTONE = {name: -sign for name, sign in CHURN_MONOTONE.items()}
+EARLY_STOPPING_ROUNDS = 50
+
+
+class _Monotone:
+    """XGBoost monotone constraints by column name (`monotone`), the other columns free."""
+
+    monotone: dict[str, int] = {}
+
+    def _xgb_params(self) -> dict[str, object]:
+        names = getattr(self, "feature_names_in_", ())  # set by the fit before XGBoost's
+        signs = tuple(self.monotone.get(str(n), 0) for n in names)
+        return {**super()._xgb_params(), "monotone_constraints": signs}  # type: ignore[misc]
+
+
+class MonotoneChurn(_Monotone, ChurnClassifier):
+    monotone = CHURN_MONOTONE
+
+
+class MonotonePurchases(_Monotone, PurchasesRegressor):
+    monotone = PURCHASES_MONOTONE
+
+
 @dataclass
 class Frames:
     train: list[pd.DataFrame]
@@ -226,15 +264,33 @@ def with_family(fr: pd.DataFrame, tx: pd.DataFrame, family: Family) -> tuple[pd.
     return fr.merge(extra, on="customer_id", how="left"), cols
 
 
-def fit_score(train: pd.DataFrame, target: pd.DataFrame, cols: list[str],
-              booster: dict[str, object] | None = None) -> dict[str, float]:
+def booster_kw(booster: dict[str, object] | None = None) -> dict[str, object]:
+    """TrainConfig's booster settings, overridden by `booster`."""
     cfg = TrainConfig()
     kw = dict(n_estimators=cfg.n_estimators, max_depth=cfg.max_depth,
               learning_rate=cfg.learning_rate, random_state=cfg.seed)
+    return {**kw, **(booster or {})}
+
+
+@dataclass(frozen=True)
+class Models:
+    """The two booster classes and each one's settings over TrainConfig's."""
+
+    churn: type[ChurnClassifier] = ChurnClassifier
+    purchases: type[PurchasesRegressor] = PurchasesRegressor
+    churn_booster: dict[str, object] | None = None
+    purchases_booster: dict[str, object] | None = None
+
+
+def fit_score(train: pd.DataFrame, target: pd.DataFrame, cols: list[str],
+              booster: dict[str, object] | None = None, models: Models = Models()
+              ) -> dict[str, float]:
     y = train[LABELS[Target.CHURN]].astype(int)
-    kw = {**kw, **(booster or {})}
-    churn = ChurnClassifier(**kw).fit(train[cols], y, groups=train["customer_id"].astype(str))
-    purchases = PurchasesRegressor(**kw).fit(train[cols], train[LABELS[Target.PURCHASES]])
+    churn = models.churn(**booster_kw({**(booster or {}), **(models.churn_booster or {})})).fit(
+        train[cols], y, groups=train["customer_id"].astype(str))
+    purchases = models.purchases(
+        **booster_kw({**(booster or {}), **(models.purchases_booster or {})})).fit(
+        train[cols], train[LABELS[Target.PURCHASES]])
     p = churn.predict_proba(target[cols])[:, 1]
     m = ev.churn_metrics(target[LABELS[Target.CHURN]].astype(int), p)
     mae = ev.purchase_metrics(target[LABELS[Target.PURCHASES]],
@@ -242,13 +298,33 @@ def fit_score(train: pd.DataFrame, target: pd.DataFrame, cols: list[str],
     return {"roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"], "brier": m["brier"], "mae": mae}
 
 
-def evaluate(fr: Frames, cols: list[str], booster: dict[str, object] | None = None
-             ) -> tuple[dict[str, float], dict[str, float]]:
+def evaluate(fr: Frames, cols: list[str], booster: dict[str, object] | None = None,
+             models: Models = Models()) -> tuple[dict[str, float], dict[str, float]]:
     train = pd.concat(fr.train, ignore_index=True)
-    val = fit_score(train, fr.validation, cols, booster)
+    val = fit_score(train, fr.validation, cols, booster, models)
     final = pd.concat([*fr.train, fr.validation], ignore_index=True)
-    test = fit_score(final, fr.test, cols, booster)
+    test = fit_score(final, fr.test, cols, booster, models)
     return val, test
+
+
+def best_trees(fr: Frames, cols: list[str], rounds: int = EARLY_STOPPING_ROUNDS
+               ) -> tuple[int, int]:
+    """Trees (of TrainConfig's maximum) of the churn and purchases boosters at their best
+    validation loss (XGBoost's metric of each objective: log loss, Tweedie negative
+    log-likelihood), fitted on the training cutoffs and stopped after `rounds` trees without
+    a gain."""
+    train = pd.concat(fr.train, ignore_index=True)
+    val = fr.validation
+    x, xv = train[cols].astype("float64"), val[cols].astype("float64")
+    best = []
+    for model, cls, label in ((ChurnClassifier, xgb.XGBClassifier, Target.CHURN),
+                              (PurchasesRegressor, xgb.XGBRegressor, Target.PURCHASES)):
+        params = model(**booster_kw())._xgb_params()
+        y, yv = (train[LABELS[label]].astype(float), val[LABELS[label]].astype(float))
+        m = cls(**params, early_stopping_rounds=rounds).fit(x, y, eval_set=[(xv, yv)],
+                                                             verbose=False)
+        best.append(m.best_iteration + 1)
+    return best[0], best[1]
 
 
 def pays(base: dict[str, float], new: dict[str, float]) -> bool:
@@ -278,10 +354,28 @@ def row(name: str, val: dict[str, float], test: dict[str, float], base_val: dict
             + " | ".join(cell(test, base_test, k) for k in keys) + " |")
 
 
+CUTOFFS = (("cutoffs every 14 days (12)", 14, 12), ("cutoffs every 30 days (9)", 30, 9))
+MONOTONE = "monotone constraints"
+EARLY_STOPPING = "early stopping"
+VARIANTS = (*FAMILIES, *(label for label, _, _ in CUTOFFS), *GRID, MONOTONE, EARLY_STOPPING)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    help="run only the variants whose name contains one of these (any case), "
+                         f"(section signal-only); variants: {', '.join(VARIANTS)}")
     args = ap.parse_args()
+    only = [n.lower() for n in args.only or ()]
+    unknown = [n for n in only if not any(n in v.lower() for v in VARIANTS)]
+    if unknown:
+        ap.error(f"--only: no variant named like {', '.join(unknown)} "
+                 f"(variants: {', '.join(VARIANTS)})")
+
+    def run(label: str) -> bool:
+        return not only or any(n in label.lower() for n in only)
+
     warnings.filterwarnings("ignore")
     protocols = QUICK if args.quick else PROTOCOLS
     base_cols = [*FEATURES, *COMPONENT_FEATURES]
@@ -298,7 +392,19 @@ def main() -> None:
                   "| variant | val ROC-AUC | val PR-AUC | val Brier | val MAE | test ROC-AUC | "
                   "test PR-AUC | test Brier | test MAE |", "|---|" + "---:|" * 8,
                   row("current columns", base_val, base_test, base_val, base_test)]
+        print(lines[-1], flush=True)
+
+        def record(label: str, val: dict[str, float], test: dict[str, float],
+                   shown: str | None = None, out: list[str] = lines,
+                   base: tuple[dict[str, float], dict[str, float]] = (base_val, base_test)
+                   ) -> None:
+            verdicts.setdefault(label, []).append(pays(base[0], val))
+            out.append(row(shown or label, val, test, *base))
+            print(out[-1], flush=True)
+
         for name, family in FAMILIES.items():
+            if not run(name):
+                continue
             parts = [with_family(f, tx, family) for f in [*fr.train, fr.validation, fr.test]]
             cols = parts[0][1]
             if not cols:
@@ -308,31 +414,39 @@ def main() -> None:
                 lines.append(f"| {name} | constant on this dataset |" + " |" * 7)
                 continue
             ext = Frames([x for x, _ in parts[:-2]], parts[-2][0], parts[-1][0])
-            val, test = evaluate(ext, [*base_cols, *cols])
-            verdicts.setdefault(name, []).append(pays(base_val, val))
-            lines.append(row(f"+ {name} ({', '.join(cols)})", val, test, base_val, base_test))
-            print(lines[-1], flush=True)
-        for label, step, n in (("cutoffs every 14 days (12)", 14, 12),
-                               ("cutoffs every 30 days (9)", 30, 9)):
-            more = frames_for(p, tx, step_days=step, n_train=n)
-            val, test = evaluate(more, base_cols)
-            verdicts.setdefault(label, []).append(pays(base_val, val))
-            lines.append(row(label, val, test, base_val, base_test))
-            print(lines[-1], flush=True)
+            record(name, *evaluate(ext, [*base_cols, *cols]), f"+ {name} ({', '.join(cols)})")
+        for label, step, n in CUTOFFS:
+            if run(label):
+                record(label, *evaluate(frames_for(p, tx, step_days=step, n_train=n), base_cols))
         for label, kw in GRID.items():
-            val, test = evaluate(fr, base_cols, kw)
-            verdicts.setdefault(label, []).append(pays(base_val, val))
-            lines.append(row(label, val, test, base_val, base_test))
-            print(lines[-1], flush=True)
+            if run(label):
+                record(label, *evaluate(fr, base_cols, kw))
+        if run(MONOTONE):
+            record(MONOTONE, *evaluate(fr, base_cols, models=Models(MonotoneChurn,
+                                                                    MonotonePurchases)))
+        if run(EARLY_STOPPING):
+            churn_trees, purchases_trees = best_trees(fr, base_cols)
+            models = Models(churn_booster={"n_estimators": churn_trees},
+                            purchases_booster={"n_estimators": purchases_trees})
+            record(EARLY_STOPPING, *evaluate(fr, base_cols, models=models),
+                   f"{EARLY_STOPPING} ({EARLY_STOPPING_ROUNDS} rounds on validation: churn "
+                   f"{churn_trees}, purchases {purchases_trees} of {booster_kw()['n_estimators']}"
+                   " trees)")
         lines += ["", f"({time.perf_counter() - start:.0f} s)", ""]
     lines += ["### Verdict (validation, every dataset with the inputs)", ""]
     lines += [f"- {name}: {verdict(v, len(protocols))}" for name, v in verdicts.items()]
+    if run(MONOTONE):
+        signs = ", ".join(f"{k} {v:+d}" for k, v in CHURN_MONOTONE.items())
+        lines += ["", f"Monotone constraints (churn; purchases the opposite): {signs}."]
     text = "\n".join(lines)
     print(text)
     if args.quick:
         out = Path(tempfile.mkdtemp()) / "RESULTS.md"
         write_section("signal", text, path=out)
         print(f"(quick run written to {out})")
+    elif only:  # a run of some variants beside its own baseline row: a section of its own
+        write_section("signal-only", f"`bench_signal.py --only {' '.join(args.only)}`\n\n"
+                      + text)
     else:
         write_section("signal", text)
 

@@ -69,7 +69,10 @@ def add_value_tier(features: ir.Table, tiers: ValueTiers | None = None, *,
                    by: str = "spend_365d") -> ir.Table:
     """Add value_tier from the rank on `by` (spend_365d by default; highest first)."""
     tiers = tiers or ValueTiers()
-    rank = ibis.rank().over(order_by=features[by].desc())
+    # Compared as float64 (exact below 2**53): Spark's rank is int32, so rank * 10_000 in
+    # integers leaves it from 214,749 customers on and wraps silently; Ibis types rank as
+    # int64 and drops a cast to it.
+    rank = ibis.rank().over(order_by=features[by].desc()).cast("float64")
     n = features[by].count().over()
     branches = []
     cumulative = 0

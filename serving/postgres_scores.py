@@ -34,10 +34,11 @@ from serving.config import POSTGRES_SCHEMES
 from serving.score_store import (
     CODED,
     FLOORS,
+    Prepared,
     Published,
     RankIndex,
+    ScoreStore,
     StoreUnavailable,
-    prepare,
     published,
     rank_index,
 )
@@ -55,7 +56,7 @@ def _table(version: str) -> str:
     return f"{SCHEMA}.scores_{int(version)}"
 
 
-class PostgresScores:
+class PostgresScores(ScoreStore):
     """Published scores in PostgreSQL (see the module docstring for the layout)."""
 
     def __init__(self, url: str, *, timeout: float = 2.0) -> None:
@@ -66,7 +67,7 @@ class PostgresScores:
         self.url = url
         driver = "postgresql+psycopg://" + url.split("://", 1)[1]
         self.engine = sa.create_engine(
-            driver, pool_pre_ping=True, pool_size=4, max_overflow=8,
+            driver, pool_size=4, max_overflow=8,
             connect_args={"connect_timeout": max(1, round(timeout)),
                           "options": f"-c statement_timeout={int(timeout * 1000)}"})
 
@@ -80,10 +81,14 @@ class PostgresScores:
         import sqlalchemy as sa
 
         try:
-            with self.engine.connect() as conn:
-                if unbounded:
-                    conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
-                return [tuple(r) for r in conn.execute(sa.text(sql), params or {})]
+            try:
+                return self._query(sql, params, unbounded)
+            except sa.exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # A pooled connection the server dropped (a restart): the pool is emptied on
+                # the first such error, so one more try reaches the server afresh.
+                return self._query(sql, params, unbounded)
         except sa.exc.ProgrammingError as exc:
             if version is not None and isinstance(exc.orig, psycopg.errors.UndefinedTable):
                 raise StoreUnavailable(f"{self.url}: scores {version} retired by newer "
@@ -92,6 +97,14 @@ class PostgresScores:
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             raise StoreUnavailable(f"{self.url}: score store unreachable "
                                    f"({type(exc.orig).__name__})") from None
+
+    def _query(self, sql: str, params: dict | None, unbounded: bool) -> list[tuple]:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            if unbounded:
+                conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
+            return [tuple(r) for r in conn.execute(sa.text(sql), params or {})]
 
     def version(self) -> str:
         """The current version; raises DataError when nothing is published."""
@@ -178,17 +191,7 @@ class PostgresScores:
         self._read("SELECT 1")
 
     # ------------------------------------------------------------------ writing
-    def publish(self, scores: pd.DataFrame, *, model_version: str, model_run_id: str,
-                features_version: str, tier_floors: tuple[tuple[str, float], ...] = (),
-                components: dict[str, dict[str, float]] | None = None,
-                uplift_version: str | None = None, uplift_outcome: str | None = None,
-                keep: int = 2) -> str:
-        """Write scores (indexed by customer_id, one row each) as a new version, flip
-        `current` to it, and drop versions older than the last `keep`."""
-        p = prepare(scores, model_version=model_version, model_run_id=model_run_id,
-                    features_version=features_version, tier_floors=tier_floors,
-                    components=components, uplift_version=uplift_version,
-                    uplift_outcome=uplift_outcome)
+    def _write(self, p: Prepared, keep: int) -> str:
         self._create_schema()
         with self._raw() as conn:
             conn.execute("SET LOCAL statement_timeout = 0")  # COPY and indexes take their time

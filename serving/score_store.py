@@ -10,7 +10,7 @@ the columns named once in the version's metadata), so a field added to the score
 without a change here.
 
 `RedisScores` is below; `serving.postgres_scores.PostgresScores` keeps the same versions in
-PostgreSQL. Both answer the `ScoreStore` protocol, which is all the service uses.
+PostgreSQL. Both are a `ScoreStore`, which is all the service uses.
 
 Redis layout under `retention:scores` (V a version):
   current, counter, versions  the pointer, the version counter, live versions oldest first
@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -108,34 +109,55 @@ class RankIndex:
         return len(kept), kept[:top_n]
 
 
-class ScoreStore(Protocol):
-    """What the service and `retention score --publish` use of a score store."""
+class ScoreStore(ABC):
+    """What the service and `retention score --publish` use of a score store; a store writes
+    a prepared version (`_write`) and reads it back."""
 
     url: str
 
+    @abstractmethod
     def version(self) -> str:
         """The current version (StoreUnavailable when unreachable, DataError when empty)."""
 
+    @abstractmethod
     def meta(self, version: str) -> Published: ...
 
+    @abstractmethod
     def index(self, meta: Published) -> RankIndex: ...
 
+    @abstractmethod
     def rows(self, meta: Published, ids: Sequence[str]) -> list[dict | None]: ...
 
+    @abstractmethod
     def ranked(self, meta: Published, ranks: np.ndarray) -> pd.DataFrame: ...
 
+    @abstractmethod
     def at_most(self, meta: Published, churn: np.ndarray, side: str = "right"
                 ) -> np.ndarray: ...
 
+    @abstractmethod
     def frame(self, meta: Published) -> pd.DataFrame: ...
 
+    @abstractmethod
     def ping(self) -> None: ...
+
+    @abstractmethod
+    def _write(self, prepared: Prepared, keep: int) -> str:
+        """Write a prepared version, flip `current` to it, retire all but the last `keep`;
+        returns the new version."""
 
     def publish(self, scores: pd.DataFrame, *, model_version: str, model_run_id: str,
                 features_version: str, tier_floors: tuple[tuple[str, float], ...] = (),
                 components: dict[str, dict[str, float]] | None = None,
                 uplift_version: str | None = None, uplift_outcome: str | None = None,
-                keep: int = 2) -> str: ...
+                keep: int = 2) -> str:
+        """Write scores (indexed by customer_id, one row each) as a new version, flip
+        `current` to it, and delete versions older than the last `keep`."""
+        return self._write(prepare(scores, model_version=model_version,
+                                   model_run_id=model_run_id,
+                                   features_version=features_version, tier_floors=tier_floors,
+                                   components=components, uplift_version=uplift_version,
+                                   uplift_outcome=uplift_outcome), keep)
 
 
 @dataclass(frozen=True)
@@ -230,7 +252,7 @@ def _plain(v: object) -> object:
     return v
 
 
-class RedisScores:
+class RedisScores(ScoreStore):
     """Published scores in Redis (see the module docstring for the layout)."""
 
     def __init__(self, url: str, *, timeout: float = 2.0) -> None:
@@ -346,17 +368,7 @@ class RedisScores:
             raise StoreUnavailable(f"{self.url}: score store unreachable ({exc})") from None
 
     # ------------------------------------------------------------------ writing
-    def publish(self, scores: pd.DataFrame, *, model_version: str, model_run_id: str,
-                features_version: str, tier_floors: tuple[tuple[str, float], ...] = (),
-                components: dict[str, dict[str, float]] | None = None,
-                uplift_version: str | None = None, uplift_outcome: str | None = None,
-                keep: int = 2) -> str:
-        """Write scores (indexed by customer_id, one row each) as a new version, flip
-        `current` to it, and delete versions older than the last `keep`."""
-        p = prepare(scores, model_version=model_version, model_run_id=model_run_id,
-                    features_version=features_version, tier_floors=tier_floors,
-                    components=components, uplift_version=uplift_version,
-                    uplift_outcome=uplift_outcome)
+    def _write(self, p: Prepared, keep: int) -> str:
         version = str(self.client.incr(f"{PREFIX}:counter"))
         pipe = self.client.pipeline(transaction=False)
         for key, blob in p.packed.items():

@@ -148,6 +148,18 @@ def pg_url() -> str:
     return url
 
 
+def fresh_pg_database(pg_url: str, name: str) -> str:
+    """A new, empty database `name` on the server of `pg_url` (dropped first if it exists,
+    connections and all); its postgresql:// URL."""
+    import psycopg
+
+    base = pg_url.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{base}/{name}"
+
+
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     if not DATASETS.is_dir():

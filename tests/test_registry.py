@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from tests.conftest import fresh_pg_database
 from tests.test_training import synthetic_transactions
 from training import registry
 from training.registry import Alias, RegisteredModel
@@ -228,16 +229,12 @@ def _free_port() -> int:
 
 @pytest.mark.postgres
 def test_real_mlflow_server_backed_by_postgres(trained, pg_url, tmp_path, monkeypatch):
-    import psycopg
-
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS mlflow_test")
-        conn.execute("CREATE DATABASE mlflow_test")
-    backend = pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    database = fresh_pg_database(pg_url, "mlflow_test")
+    backend = database.replace("postgresql://", "postgresql+psycopg://")
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-         f"{backend}/mlflow_test", "--artifacts-destination", (tmp_path / "art").as_uri(),
+         backend, "--artifacts-destination", (tmp_path / "art").as_uri(),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=(tmp_path / "server.log").open("w"))  # noqa: SIM115
     try:
@@ -256,7 +253,9 @@ def test_real_mlflow_server_backed_by_postgres(trained, pg_url, tmp_path, monkey
         _, result, _ = trained
         rows = result.test[result.scorer.input_columns].head(3)
         assert len(registry.load_champion().predict(rows)) == 3
-        with psycopg.connect(pg_url.rsplit("/", 1)[0] + "/mlflow_test") as conn:
+        import psycopg
+
+        with psycopg.connect(database) as conn:
             count = conn.execute("SELECT count(*) FROM model_versions").fetchone()[0]
         assert count == 1
     finally:

@@ -17,26 +17,12 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import KEY, ROOT, Deployment, free_port, run
+from tests.conftest import KEY, ROOT, Deployment, free_port, fresh_pg_database, run
 from tests.test_service import feature_payload
 
 DB = 7  # a database of the test Redis no other test flushes
 PG_DB = "retention_score_store"  # a database of the test PostgreSQL no other test uses
 KINDS = ("redis", "postgresql")
-
-
-def _pg_database(pg_url: str, name: str) -> str:
-    """A fresh database `name` on the server of `pg_url`; its URL."""
-    import sqlalchemy as sa
-
-    base = pg_url.rsplit("/", 1)[0]
-    engine = sa.create_engine("postgresql+psycopg://" + f"{base}/postgres".split("://", 1)[1],
-                              isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    engine.dispose()
-    return f"{base}/{name}"
 
 
 @pytest.fixture(scope="module", params=KINDS)
@@ -52,7 +38,7 @@ def scores_url(kind, request):
         url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + f"/{DB}"
         redis.Redis.from_url(url).flushdb()
         return url
-    return _pg_database(request.getfixturevalue("pg_url"), PG_DB)
+    return fresh_pg_database(request.getfixturevalue("pg_url"), PG_DB)
 
 
 def store_config(trained, name: str, url: str, **changes: object) -> str:
@@ -209,17 +195,27 @@ class Server:
             assert done.returncode == 0, done.stderr
             self.url = done.stdout.strip()
 
+    def _pg_ctl(self, *args: str) -> list[str]:
+        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+        command = [str(pg_ctl), "-D", str(self.dir), *args]
+        if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() == "0":
+            command = ["runuser", "-u", "postgres", "--", *command]
+        return command
+
+    def restart(self) -> None:
+        """PostgreSQL only: stopped at once (every connection dropped) and started again."""
+        log = self.dir / "server.log"  # the server's output: a pipe would stay open
+        done = subprocess.run(self._pg_ctl("restart", "-m", "immediate", "-w", "-l", str(log)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        assert done.returncode == 0, log.read_text()[-2000:]
+
     def stop(self) -> None:
         if self.kind == "redis":
             if self.proc.poll() is None:
                 self.proc.terminate()
                 self.proc.wait(10)
             return
-        pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-        command = [str(pg_ctl), "-D", str(self.dir), "stop", "-m", "immediate"]
-        if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() == "0":
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, capture_output=True, timeout=60)
+        subprocess.run(self._pg_ctl("stop", "-m", "immediate"), capture_output=True, timeout=60)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -243,6 +239,27 @@ def test_an_unreachable_store_is_degraded_and_503_not_500(trained, kind, tmp_pat
             r = d.post(path, body)
             assert r.status_code == 503 and "Retry-After" in r.headers, (path, r.text)
             assert set(r.json()) == {"error", "detail"}  # the error shape (a 5xx names no cause)
+    finally:
+        if d is not None:
+            d.stop()
+        server.stop()
+
+
+def test_a_restarted_postgresql_is_answered_from_at_once(trained, tmp_path):
+    """Pooled connections the server dropped are replaced on the request that finds them."""
+    server = Server("postgresql", tmp_path)
+    d = None
+    try:
+        run("score", "--features", str(trained.home / "snapshot"), "--publish", server.url,
+            "--no-reasons", cwd=trained.home)
+        d = Deployment(trained.home, store_config(trained, "serve-pg-restart.yaml", server.url))
+        d.start()
+        ids = [str(c) for c in trained.snapshot["customer_id"].iloc[:4]]
+        for cid in ids * 4:  # every pooled connection of every worker in use once
+            assert d.post("/score", {"customer_ids": [cid]}).status_code == 200
+        server.restart()
+        codes = [d.post("/score", {"customer_ids": [cid]}).status_code for cid in ids * 4]
+        assert codes == [200] * len(codes), codes
     finally:
         if d is not None:
             d.stop()

@@ -20,6 +20,7 @@ from features import spark as spark_engine  # noqa: E402
 from features.cli import build_cmd  # noqa: E402
 from features.config import load_source_config  # noqa: E402
 from features.errors import DataError  # noqa: E402
+from features.segments import add_value_tier  # noqa: E402
 from features.synthetic import SyntheticConfig, generate, write  # noqa: E402
 from features.validate import load  # noqa: E402
 
@@ -192,3 +193,22 @@ def test_a_local_session_gets_half_the_machine_memory(spark) -> None:
     assert heap_mib >= 1024
     assert abs(heap_mib - total_kib / 2 / 1024) <= max(1.0, 0.01 * heap_mib)
     assert spark.sparkContext.getConf().get("spark.driver.memory") == spark_engine.local_memory()
+
+
+def test_value_tiers_past_two_hundred_thousand_customers_equal_duckdb(spark) -> None:
+    """Tiers compare rank * 10,000 with the population's share: past 214,748 customers that
+    product leaves int32, Spark's rank type, so the comparison must be in int64."""
+    import ibis
+
+    n = 250_000
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)],
+                          "margin_365d": (np.arange(n) % 997).astype("float64")})
+    spark.createDataFrame(frame).createOrReplaceTempView("tier_input")
+    on_spark = add_value_tier(ibis.pyspark.connect(spark).table("tier_input"), by="margin_365d")
+    on_duckdb = add_value_tier(ibis.memtable(frame), by="margin_365d")
+    spark_tiers = on_spark.select("customer_id", "value_tier").to_pandas()
+    duck_tiers = ibis.duckdb.connect().execute(on_duckdb.select("customer_id", "value_tier"))
+    joined = duck_tiers.merge(spark_tiers, on="customer_id", suffixes=("_duckdb", "_spark"))
+    assert len(joined) == n
+    assert (joined["value_tier_duckdb"] == joined["value_tier_spark"]).all()
+    assert duck_tiers["value_tier"].value_counts()["platinum"] < 0.06 * n
