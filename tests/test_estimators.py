@@ -54,6 +54,7 @@ from training.models import (
     TLearner,
     XLearner,
 )
+from training.models.boosted import TABLE_ROWS
 
 FAST = {"n_estimators": 10, "learning_rate": 0.3, "n_jobs": 1}
 UPLIFT_FAST = {"n_estimators": 10, "max_depth": 2}
@@ -291,6 +292,21 @@ def test_arrays_and_frames_fit_the_same_model(cls: type[BoostedModel]) -> None:
     np.testing.assert_array_equal(array_reasons.to_numpy(), frame_reasons.to_numpy())
     with pytest.raises(ValueError, match="feature names should match"):
         on_frame.predict(X[["orders", "recency", "spend"]])
+
+
+@pytest.mark.parametrize("cls", BOOSTERS, ids=lambda c: c.__name__)
+def test_contributions_from_tables_are_xgboosts_treeshap(cls: type[BoostedModel]) -> None:
+    """Past TABLE_ROWS rows contributions are read from per-tree tables (compiled sums):
+    the same float32 numbers as XGBoost's own TreeSHAP, missing values included."""
+    X, churned = _table(n=2 * TABLE_ROWS + 37, seed=3)
+    model = cls(n_estimators=40, max_depth=4, learning_rate=0.3, n_jobs=1).fit(
+        X, _target(cls, X, churned))
+    ours = model.contributions(X).to_numpy()
+    with xgb.config_context(nthread=1):
+        want = model.model_.get_booster().predict(
+            xgb.DMatrix(X.to_numpy(dtype="float32"), feature_names=list(X.columns)),
+            pred_contribs=True)
+    np.testing.assert_array_equal(ours, want)
 
 
 @pytest.mark.parametrize("cls", BOOSTERS, ids=lambda c: c.__name__)

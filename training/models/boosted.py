@@ -16,9 +16,11 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from training.models import kernels
+
+_BLOCK = 4096  # rows per pass of the table sums through the trees (a tree's tables in cache)
 # Below this many rows XGBoost's own TreeSHAP is faster than building and reading the tables.
 TABLE_ROWS = 256
-_BLOCK = 8192  # rows per pass of the table look-up (keeps the per-tree arrays in cache)
 _LOCK = threading.Lock()
 
 
@@ -181,6 +183,17 @@ class ShapTables:
         self.edges = edges  # feature -> every threshold on it in the ensemble (float32, sorted)
         # per tree, per feature it splits on: (feature, cell step per global bin, its column)
         self.trees = trees
+        # the same entries flattened for `kernels.tree_table_sums`
+        entries = [e for tree in trees for e in tree]
+        self._tree_start = np.concatenate([[0], np.cumsum([len(t) for t in trees])]).astype(
+            np.int64)
+        self._feature = np.array([f for f, _, _ in entries], dtype=np.int64)
+        self._step_at = np.concatenate([[0], np.cumsum([len(s) for _, s, _ in entries])[:-1]]
+                                       ).astype(np.int64)
+        self._steps = np.concatenate([s for _, s, _ in entries] or [[]]).astype(np.int64)
+        self._column_at = np.concatenate([[0], np.cumsum([len(c) for _, _, c in entries])[:-1]]
+                                         ).astype(np.int64)
+        self._columns = np.concatenate([c for _, _, c in entries] or [[]]).astype(np.float32)
 
     @classmethod
     def build(cls, booster: xgb.Booster) -> ShapTables | None:
@@ -239,24 +252,12 @@ class ShapTables:
         x = np.asarray(x, dtype=np.float32)
         out = np.zeros((self.n_features + 1, len(x)), dtype=np.float32)
         out[-1] = self.bias
-        for lo in range(0, len(x), _BLOCK):
-            block = x[lo:lo + _BLOCK].T
-            n = block.shape[1]
-            bins = {}
-            for f, edges in self.edges.items():
-                column = np.ascontiguousarray(block[f])
-                b = np.searchsorted(edges, column, side="right")
-                b[np.isnan(column)] = len(edges) + 1
-                bins[f] = b
-            acc = out[:, lo:lo + n]
-            cell, tmp = np.empty(n, dtype=np.intp), np.empty(n, dtype=np.intp)
-            value = np.empty(n, dtype=np.float32)
-            for entry in self.trees:
-                np.take(entry[0][1], bins[entry[0][0]], out=cell)
-                for f, step, _ in entry[1:]:
-                    np.take(step, bins[f], out=tmp)
-                    cell += tmp
-                for f, _, column in entry:
-                    np.take(column, cell, out=value)
-                    acc[f] += value
+        bins = np.zeros((self.n_features, len(x)), dtype=np.int64)
+        for f, edges in self.edges.items():
+            column = np.ascontiguousarray(x[:, f])
+            b = np.searchsorted(edges, column, side="right")
+            b[np.isnan(column)] = len(edges) + 1
+            bins[f] = b
+        kernels.tree_table_sums(bins, self._tree_start, self._feature, self._step_at,
+                                self._steps, self._column_at, self._columns, out, _BLOCK)
         return out.T

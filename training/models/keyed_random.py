@@ -5,8 +5,9 @@ A cell's state is `cell_states(keys, index)` (one 64-bit word per customer key a
 index); stream `s` of a cell is splitmix64's output at `state + (s + 1) * golden`, split into
 two 32-bit uniforms. Distributions are then drawn from the uniforms: discrete ones by inverting
 their CDF (`invert_discrete`; cells sharing a distribution read the same walk from
-`DiscreteTables`), Gamma by Marsaglia-Tsang with one stream per attempt. Everything is
-vectorised over cells; no state is kept between calls.
+`DiscreteTables`), Gamma by Marsaglia-Tsang with one stream per attempt (its loop compiled,
+`kernels.gamma_attempts`). Everything is vectorised over cells; no state is kept between
+calls.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy import special
+
+from training.models import kernels
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment: streams of one cell
@@ -107,48 +110,16 @@ def grouped_gammas(states: np.ndarray, stream: int, shapes: np.ndarray,
     np.sqrt(c, out=c)
     np.divide(1.0, c, out=c)
     positive = shapes > 0
-    if group is not None:
-        d, c = d[group], c[group]
-    out = np.zeros(len(states))
-    if bool(positive.all()):
-        todo = None  # every cell: no gathers on the first attempt
-    else:
-        todo = np.flatnonzero(positive if group is None else positive[group])
+    group = (np.arange(len(shapes)) if group is None
+             else np.asarray(group, dtype=np.int64))
+    out = np.empty(len(states))
     base = stream * ATTEMPTS
-    for attempt in range(ATTEMPTS - 1):
-        if todo is not None and not len(todo):
-            break
-        st, dt, ct = ((states, d, c) if todo is None else (states[todo], d[todo], c[todo]))
-        u_norm, u_acc = uniforms(st, base + attempt)
-        z = special.ndtri(u_norm)
-        v = np.multiply(ct, z, out=u_norm)
-        v += 1.0
-        cube = v * v
-        cube *= v
-        v = cube
-        z *= z
-        ok = v > 0
-        # The squeeze 1 - 0.0331 z^4 decides most draws without the logarithms.
-        squeeze = 0.0331 * z
-        squeeze *= z
-        np.subtract(1.0, squeeze, out=squeeze)
-        doubt = np.flatnonzero(ok & (u_acc >= squeeze))
-        if len(doubt):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                vd, dd = v[doubt], dt[doubt]
-                ok[doubt] = (np.log(u_acc[doubt])
-                             < 0.5 * z[doubt] + dd - dd * vd + dd * np.log(vd))
-        v *= dt
-        if todo is None:
-            np.copyto(out, v, where=ok)
-            todo = np.flatnonzero(~ok)
-        else:
-            out[todo[ok]] = v[ok]
-            todo = todo[~ok]
+    kernels.gamma_attempts(np.asarray(states, dtype=np.uint64), np.uint64(base),
+                           ATTEMPTS - 1, d, c, positive, group, out)
     boosted = small & positive
-    if bool(boosted.any()):
-        boost = np.flatnonzero(boosted if group is None else boosted[group])
-        shape = shapes[boost] if group is None else shapes[group[boost]]
+    if bool(boosted.any()):  # numpy's power, as the draws have always taken it
+        boost = np.flatnonzero(boosted[group])
+        shape = shapes[group[boost]]
         u = uniform(states[boost], base + ATTEMPTS - 1)
         out[boost] *= u ** (1.0 / shape)
     return out

@@ -296,9 +296,15 @@ class ParetoNBDModel(BaseModel):
         return x.astype(np.float64), rec
 
     def _p_alive(self, x: np.ndarray, tx: np.ndarray, big_t: np.ndarray) -> np.ndarray:
+        """P(alive) per customer, computed once per distinct (x, t_x, T): customers share
+        them (whole days, small counts), and 2F1 is the cost."""
         theta = np.array(self._theta())
+        x, tx, big_t = np.broadcast_arrays(x, tx, big_t)
+        triples, inverse = np.unique(np.column_stack([x.ravel(), tx.ravel(), big_t.ravel()]),
+                                     axis=0, return_inverse=True)
+        x, tx, big_t = triples[:, 0], triples[:, 1], triples[:, 2]
         log_odds_dead = _log_dead_term(theta, x, tx, big_t) - _log_alive_term(theta, x, big_t)
-        return expit(-log_odds_dead)
+        return expit(-log_odds_dead)[inverse.ravel()]
 
 
 def _lifetime_integral(s: float, scale: np.ndarray, h: np.ndarray) -> np.ndarray:

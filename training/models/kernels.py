@@ -1,0 +1,157 @@
+"""Compiled inner loops of batch scoring (numba): Gamma draws and TreeSHAP table sums.
+
+Each kernel is a loop over cells that the numpy code it replaces runs as a sequence of
+whole-array passes; the arithmetic is the same operations in the same order, so the numbers
+are the same bits (`tests/test_simulation_fast_paths.py` compares them). The loops hold no
+Python objects and release the GIL, so scoring threads run them in parallel. Compiled code is
+cached beside this module (or in numba's user cache when that folder is read-only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_TO_UNIT = 2.0 ** -32
+
+# Inverse normal CDF (Cephes ndtri, as scipy.special.ndtri evaluates it): rational
+# approximations in the centre and in two tail ranges.
+_S2PI = 2.50662827463100050242e0
+_EXP_M2 = 0.13533528323661269189
+_P0 = (-5.99633501014107895267e1, 9.80010754185999661536e1, -5.66762857469070293439e1,
+       1.39312609387279679503e1, -1.23916583867381258016e0)
+_Q0 = (1.95448858338141759834e0, 4.67627912898881538453e0, 8.63602421390890590575e1,
+       -2.25462687854119370527e2, 2.00260212380060660359e2, -8.20372256168333339912e1,
+       1.59056225126211695515e1, -1.18331621121330003142e0)
+_P1 = (4.05544892305962419923e0, 3.15251094599893866154e1, 5.71628192246421288162e1,
+       4.40805073893200834700e1, 1.46849561928858024014e1, 2.18663306850790267539e0,
+       -1.40256079171354495875e-1, -3.50424626827848203418e-2, -8.57456785154685413611e-4)
+_Q1 = (1.57799883256466749731e1, 4.53907635128879210584e1, 4.13172038254672030440e1,
+       1.50425385692907503408e1, 2.50464946208309415979e0, -1.42182922854787788574e-1,
+       -3.80806407691578277194e-2, -9.33259480895457427372e-4)
+_P2 = (3.23774891776946035970e0, 6.91522889068984211695e0, 3.93881025292474443415e0,
+       1.33303460815807542389e0, 2.01485389549179081538e-1, 1.23716634817820021358e-2,
+       3.01581553508235416007e-4, 2.65806974686737550832e-6, 6.23974539184983293730e-9)
+_Q2 = (6.02427039364742014255e0, 3.67983563856160859403e0, 1.37702099489081330271e0,
+       2.16236993594496635890e-1, 1.34204006088543189037e-2, 3.28014464682127739104e-4,
+       2.89247864745380683936e-6, 6.79019408009981274425e-9)
+
+
+@numba.njit(cache=True, inline="always")
+def _polevl(x: float, coef: tuple) -> float:
+    ans = coef[0]
+    for i in range(1, len(coef)):
+        ans = ans * x + coef[i]
+    return ans
+
+
+@numba.njit(cache=True, inline="always")
+def _p1evl(x: float, coef: tuple) -> float:
+    """_polevl with a leading coefficient of 1 (not stored)."""
+    ans = x + coef[0]
+    for i in range(1, len(coef)):
+        ans = ans * x + coef[i]
+    return ans
+
+
+@numba.njit(cache=True)
+def ndtri(y0: float) -> float:
+    """The standard normal quantile of y0 in [0, 1] (NaN outside)."""
+    if y0 == 0.0:
+        return -math.inf
+    if y0 == 1.0:
+        return math.inf
+    if y0 < 0.0 or y0 > 1.0 or y0 != y0:
+        return math.nan
+    negate = True
+    y = y0
+    if y > 1.0 - _EXP_M2:
+        y = 1.0 - y
+        negate = False
+    if y > _EXP_M2:
+        y = y - 0.5
+        y2 = y * y
+        x = y + y * (y2 * _polevl(y2, _P0) / _p1evl(y2, _Q0))
+        return x * _S2PI
+    x = math.sqrt(-2.0 * math.log(y))
+    x0 = x - math.log(x) / x
+    z = 1.0 / x
+    p, q = (_P1, _Q1) if x < 8.0 else (_P2, _Q2)  # y above or below exp(-32)
+    x1 = z * _polevl(z, p) / _p1evl(z, q)
+    x = x0 - x1
+    return -x if negate else x
+
+
+@numba.njit(cache=True, inline="always")
+def _mix64(z: np.uint64) -> np.uint64:
+    z ^= z >> np.uint64(30)
+    z *= _M1
+    z ^= z >> np.uint64(27)
+    z *= _M2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+@numba.njit(cache=True, nogil=True)
+def gamma_attempts(states: np.ndarray, base: np.uint64, attempts: int, d: np.ndarray,
+                   c: np.ndarray, positive: np.ndarray, group: np.ndarray,
+                   out: np.ndarray) -> None:
+    """Marsaglia-Tsang Gamma(d + 1/3) per cell (shape group[cell]; 0 where not positive):
+    attempt a reads the two 32-bit uniforms of stream base + a (`keyed_random.uniforms`)."""
+    for i in range(states.shape[0]):
+        g = group[i]
+        out[i] = 0.0
+        if not positive[g]:
+            continue
+        dg, cg, state = d[g], c[g], states[i]
+        for a in range(attempts):
+            z = _mix64(state + (base + np.uint64(a + 1)) * _GOLDEN)
+            u_norm = (np.float64(z >> np.uint64(32)) + 0.5) * _TO_UNIT
+            u_acc = (np.float64(z & _LOW32) + 0.5) * _TO_UNIT
+            x = ndtri(u_norm)
+            v = cg * x
+            v += 1.0
+            v = (v * v) * v
+            x2 = x * x
+            ok = v > 0
+            if ok and u_acc >= 1.0 - (0.0331 * x2) * x2:
+                ok = math.log(u_acc) < 0.5 * x2 + dg - dg * v + dg * math.log(v)
+            if ok:
+                out[i] = v * dg
+                break
+
+
+@numba.njit(cache=True, nogil=True)
+def tree_table_sums(bins: np.ndarray, tree_start: np.ndarray, feature: np.ndarray,
+                    step_at: np.ndarray, steps: np.ndarray, column_at: np.ndarray,
+                    columns: np.ndarray, out: np.ndarray, block: int) -> None:
+    """Per row, for each tree in order: its cell (the sum of steps[step_at[e] + bin] over the
+    tree's entries e), then columns[column_at[e] + cell] added to out[feature[e], row] in
+    float32 (`boosted.ShapTables`). bins: (features, rows), the global bin of each value.
+    Rows go `block` at a time through every tree, so one tree's tables stay in cache."""
+    rows = out.shape[1]
+    cell = np.empty(block, dtype=np.int64)
+    for lo in range(0, rows, block):
+        n = min(block, rows - lo)
+        for t in range(tree_start.shape[0] - 1):
+            first, end = tree_start[t], tree_start[t + 1]
+            table = steps[step_at[first]:]
+            where = bins[feature[first], lo:lo + n]
+            for i in range(n):
+                cell[i] = table[where[i]]
+            for e in range(first + 1, end):
+                table = steps[step_at[e]:]
+                where = bins[feature[e], lo:lo + n]
+                for i in range(n):
+                    cell[i] += table[where[i]]
+            for e in range(first, end):
+                column = columns[column_at[e]:]
+                acc = out[feature[e], lo:lo + n]
+                for i in range(n):
+                    acc[i] += column[cell[i]]
