@@ -109,12 +109,12 @@ def store_mb(store) -> float:
     PostgreSQL's score tables with their indexes."""
     if hasattr(store, "client"):
         return store.client.info("memory")["used_memory"] / 2**20
-    import sqlalchemy as sa
+    import psycopg
 
-    with store.engine.connect() as conn:
-        size = conn.execute(sa.text(
+    with psycopg.connect(store.url) as conn:
+        size = conn.execute(
             "SELECT sum(pg_total_relation_size(format('%I.%I', schemaname, tablename))) "
-            "FROM pg_tables WHERE schemaname = 'retention_scores'")).scalar()
+            "FROM pg_tables WHERE schemaname = 'retention_scores'").fetchone()[0]
     return float(size or 0) / 2**20
 
 

@@ -23,6 +23,7 @@ version was dropped meanwhile finds its table gone and answers 503 until it relo
 from __future__ import annotations
 
 import json
+import queue
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -57,19 +58,27 @@ def _table(version: str) -> str:
 
 
 class PostgresScores(ScoreStore):
-    """Published scores in PostgreSQL (see the module docstring for the layout)."""
+    """Published scores in PostgreSQL (see the module docstring for the layout).
+
+    Reads go through psycopg connections kept for reuse (autocommit: one round trip per
+    query, prepared after a few uses); a kept connection the server has dropped (a restart)
+    is discarded where it is found and the read tried again on another.
+    """
+
+    IDLE = 8  # connections kept between reads at most
 
     def __init__(self, url: str, *, timeout: float = 2.0) -> None:
-        import sqlalchemy as sa
-
         if not url.startswith(POSTGRES_SCHEMES):
             raise DataError(f"scores: {url!r} is not a postgresql:// URL")
         self.url = url
-        driver = "postgresql+psycopg://" + url.split("://", 1)[1]
-        self.engine = sa.create_engine(
-            driver, pool_size=4, max_overflow=8,
-            connect_args={"connect_timeout": max(1, round(timeout)),
-                          "options": f"-c statement_timeout={int(timeout * 1000)}"})
+        self._settings = {"connect_timeout": max(1, round(timeout)),
+                          "options": f"-c statement_timeout={int(timeout * 1000)}"}
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+
+    def _connect(self, *, autocommit: bool):
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=autocommit, **self._settings)
 
     # ------------------------------------------------------------------ reading
     def _read(self, sql: str, params: dict | None = None, *, version: str | None = None,
@@ -78,44 +87,55 @@ class PostgresScores(ScoreStore):
         `version`'s table is gone (a newer publish retired it). `unbounded`: no statement
         timeout (a whole version read at once)."""
         import psycopg
-        import sqlalchemy as sa
 
         try:
-            try:
-                return self._query(sql, params, unbounded)
-            except sa.exc.DBAPIError as exc:
-                if not exc.connection_invalidated:
+            while True:
+                try:
+                    conn, kept = self._idle.get_nowait(), True
+                except queue.Empty:
+                    conn, kept = self._connect(autocommit=True), False
+                try:
+                    rows = self._query(conn, sql, params, unbounded)
+                except psycopg.Error:
+                    if not conn.broken:
+                        self._give_back(conn)
+                        raise
+                    conn.close()
+                    if kept:
+                        continue  # dropped while it waited: try the next one, or a new one
                     raise
-                # A pooled connection the server dropped (a restart): the pool is emptied on
-                # the first such error, so one more try reaches the server afresh.
-                return self._query(sql, params, unbounded)
-        except sa.exc.ProgrammingError as exc:
-            if version is not None and isinstance(exc.orig, psycopg.errors.UndefinedTable):
-                raise StoreUnavailable(f"{self.url}: scores {version} retired by newer "
-                                       "publishes") from None
-            raise
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+                self._give_back(conn)
+                return rows
+        except psycopg.errors.UndefinedTable:
+            if version is None:
+                raise
+            raise StoreUnavailable(f"{self.url}: scores {version} retired by newer "
+                                   "publishes") from None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise StoreUnavailable(f"{self.url}: score store unreachable "
-                                   f"({type(exc.orig).__name__})") from None
+                                   f"({type(exc).__name__})") from None
 
-    def _query(self, sql: str, params: dict | None, unbounded: bool) -> list[tuple]:
-        import sqlalchemy as sa
+    @staticmethod
+    def _query(conn, sql: str, params: dict | None, unbounded: bool) -> list[tuple]:
+        if not unbounded:
+            return conn.execute(sql, params).fetchall()
+        with conn.transaction():
+            conn.execute("SET LOCAL statement_timeout = 0")
+            return conn.execute(sql, params).fetchall()
 
-        with self.engine.connect() as conn:
-            if unbounded:
-                conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
-            return [tuple(r) for r in conn.execute(sa.text(sql), params or {})]
+    def _give_back(self, conn) -> None:
+        if self._idle.qsize() < self.IDLE:
+            self._idle.put(conn)
+        else:
+            conn.close()
 
     def version(self) -> str:
         """The current version; raises DataError when nothing is published."""
         import psycopg
-        import sqlalchemy as sa
 
         try:
             found = self._read(f"SELECT version FROM {SCHEMA}.current")
-        except sa.exc.ProgrammingError as exc:
-            if not isinstance(exc.orig, psycopg.errors.UndefinedTable):
-                raise
+        except psycopg.errors.UndefinedTable:
             found = []
         if not found or found[0][0] is None:
             raise DataError(f"{self.url}: no scores published "
@@ -132,7 +152,7 @@ class PostgresScores(ScoreStore):
 
     def _version_row(self, version: str, columns: list[str]) -> tuple:
         found = self._read(f"SELECT {', '.join(columns)} FROM {SCHEMA}.versions "
-                           "WHERE version = :v", {"v": int(version)})
+                           "WHERE version = %(v)s", {"v": int(version)})
         if not found:
             raise StoreUnavailable(f"{self.url}: scores {version} are gone (a newer publish "
                                    "retired them)")
@@ -143,7 +163,7 @@ class PostgresScores(ScoreStore):
         if not ids:
             return []
         found = dict(self._read(f"SELECT customer_id, row FROM {_table(meta.version)} "
-                                "WHERE customer_id = ANY(:ids)", {"ids": list(ids)},
+                                "WHERE customer_id = ANY(%(ids)s)", {"ids": list(ids)},
                                 version=meta.version))
         return [None if (raw := found.get(cid)) is None
                 else dict(zip(meta.columns, json.loads(raw), strict=True)) for cid in ids]
@@ -155,7 +175,7 @@ class PostgresScores(ScoreStore):
         wanted = [int(r) for r in ranks]
         found = {r: (cid, raw) for r, cid, raw in self._read(
             f"SELECT rank, customer_id, row FROM {_table(meta.version)} "
-            "WHERE rank = ANY(:ranks)", {"ranks": wanted}, version=meta.version)}
+            "WHERE rank = ANY(%(ranks)s)", {"ranks": wanted}, version=meta.version)}
         if len(found) != len(set(wanted)):
             raise StoreUnavailable(f"{self.url}: scores {meta.version} incomplete")
         frame = pd.DataFrame.from_records([json.loads(found[r][1]) for r in wanted],
@@ -172,7 +192,7 @@ class PostgresScores(ScoreStore):
         found = self._read(
             f"SELECT coalesce((SELECT s.at_most FROM {_table(meta.version)} s "
             f"WHERE s.churn_probability {op} q.p ORDER BY s.churn_probability DESC LIMIT 1), 0) "
-            "FROM unnest(CAST(:ps AS float8[])) WITH ORDINALITY AS q(p, i) ORDER BY q.i",
+            "FROM unnest(CAST(%(ps)s AS float8[])) WITH ORDINALITY AS q(p, i) ORDER BY q.i",
             {"ps": values}, version=meta.version)
         return np.asarray([r[0] for r in found], dtype=np.int64)
 
@@ -257,13 +277,13 @@ class PostgresScores(ScoreStore):
 
     @contextmanager
     def _raw(self) -> Iterator:
-        """A psycopg connection of the pool (COPY and DDL), returned to it on exit (rolled
-        back there if left in a transaction)."""
-        proxy = self.engine.raw_connection()
+        """A connection of its own for writing (COPY and DDL; commits are explicit), closed
+        on exit (rolling back what was not committed)."""
+        conn = self._connect(autocommit=False)
         try:
-            yield proxy.driver_connection
+            yield conn
         finally:
-            proxy.close()
+            conn.close()
 
     def _create_schema(self) -> None:
         with self._raw() as conn:

@@ -1,7 +1,8 @@
 """The value simulation's fast paths give the same numbers as the plain algorithms they replace:
-inversion tables against the per-cell walks, grouped Gamma variates against per-cell ones, the
-kept dropout table against its per-block build, summaries against the full draws, and the
-reasons' partial ranking against a stable sort. Every comparison is exact."""
+inversion tables against the per-cell walks, grouped Gamma variates (compiled and numpy)
+against per-cell ones, the kept dropout table against its per-block build, summaries against
+the full draws, and the reasons' partial ranking against a stable sort. Every comparison is
+exact."""
 
 from __future__ import annotations
 
@@ -97,6 +98,11 @@ def test_gamma_variates_match_the_reference_and_their_grouped_form():
     want = reference_gammas(STATES, 7, shapes[group])
     np.testing.assert_array_equal(keyed_random.gammas(STATES, 7, shapes[group]), want)
     np.testing.assert_array_equal(keyed_random.grouped_gammas(STATES, 7, shapes, group), want)
+    # below COMPILED_CELLS the attempts run in numpy: the same numbers
+    small = keyed_random.COMPILED_CELLS // 4
+    assert len(STATES) >= keyed_random.COMPILED_CELLS
+    np.testing.assert_array_equal(
+        keyed_random.grouped_gammas(STATES[:small], 7, shapes, group[:small]), want[:small])
     with_zero = np.concatenate([[0.0], shapes])  # shape 0: a zero, drawing nothing
     np.testing.assert_array_equal(
         keyed_random.grouped_gammas(STATES, 7, with_zero, group + (group % 2)),

@@ -16,8 +16,6 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from training.models import kernels
-
 _BLOCK = 4096  # rows per pass of the table sums through the trees (a tree's tables in cache)
 # Below this many rows XGBoost's own TreeSHAP is faster than building and reading the tables.
 TABLE_ROWS = 256
@@ -258,6 +256,8 @@ class ShapTables:
             b = np.searchsorted(edges, column, side="right")
             b[np.isnan(column)] = len(edges) + 1
             bins[f] = b
+        from training.models import kernels  # numba: loaded where tables are read
+
         kernels.tree_table_sums(bins, self._tree_start, self._feature, self._step_at,
                                 self._steps, self._column_at, self._columns, out, _BLOCK)
         return out.T

@@ -5,9 +5,9 @@ A cell's state is `cell_states(keys, index)` (one 64-bit word per customer key a
 index); stream `s` of a cell is splitmix64's output at `state + (s + 1) * golden`, split into
 two 32-bit uniforms. Distributions are then drawn from the uniforms: discrete ones by inverting
 their CDF (`invert_discrete`; cells sharing a distribution read the same walk from
-`DiscreteTables`), Gamma by Marsaglia-Tsang with one stream per attempt (its loop compiled,
-`kernels.gamma_attempts`). Everything is vectorised over cells; no state is kept between
-calls.
+`DiscreteTables`), Gamma by Marsaglia-Tsang with one stream per attempt (compiled,
+`kernels.gamma_attempts`, for big batches; the same bits in numpy for small ones). Everything
+is vectorised over cells; no state is kept between calls.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy import special
-
-from training.models import kernels
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment: streams of one cell
@@ -29,6 +27,7 @@ ATTEMPTS = 1 << 16  # streams reserved per Gamma variate (one per Marsaglia-Tsan
 START_AT_MEAN = 16.0  # NegBin means above which inversion starts at the mean, not at 0
 TABLE_TOP = 1.0 - 2.0 ** -24  # CDF up to which inversion tables are taken (u above: walks)
 GUIDE = 64  # buckets of u per inversion table (a power of 2)
+COMPILED_CELLS = 4096  # cells from which Gamma attempts run compiled (`kernels`)
 
 
 def mix64(z: np.ndarray) -> np.ndarray:
@@ -112,10 +111,15 @@ def grouped_gammas(states: np.ndarray, stream: int, shapes: np.ndarray,
     positive = shapes > 0
     group = (np.arange(len(shapes)) if group is None
              else np.asarray(group, dtype=np.int64))
-    out = np.empty(len(states))
+    out = np.zeros(len(states))
     base = stream * ATTEMPTS
-    kernels.gamma_attempts(np.asarray(states, dtype=np.uint64), np.uint64(base),
-                           ATTEMPTS - 1, d, c, positive, group, out)
+    if len(states) >= COMPILED_CELLS:
+        from training.models import kernels  # numba (and LLVM's memory) for big batches only
+
+        kernels.gamma_attempts(np.asarray(states, dtype=np.uint64), np.uint64(base),
+                               ATTEMPTS - 1, d, c, positive, group, out)
+    else:
+        _gamma_attempts(states, base, d[group], c[group], positive[group], out)
     boosted = small & positive
     if bool(boosted.any()):  # numpy's power, as the draws have always taken it
         boost = np.flatnonzero(boosted[group])
@@ -123,6 +127,43 @@ def grouped_gammas(states: np.ndarray, stream: int, shapes: np.ndarray,
         u = uniform(states[boost], base + ATTEMPTS - 1)
         out[boost] *= u ** (1.0 / shape)
     return out
+
+
+def _gamma_attempts(states: np.ndarray, base: int, d: np.ndarray, c: np.ndarray,
+                    positive: np.ndarray, out: np.ndarray) -> None:
+    """`kernels.gamma_attempts` in numpy (per cell d, c): the same operations in the same
+    order, attempt by attempt over the cells still rejected."""
+    todo = None if bool(positive.all()) else np.flatnonzero(positive)
+    for attempt in range(ATTEMPTS - 1):
+        if todo is not None and not len(todo):
+            break
+        st, dt, ct = ((states, d, c) if todo is None else (states[todo], d[todo], c[todo]))
+        u_norm, u_acc = uniforms(st, base + attempt)
+        z = special.ndtri(u_norm)
+        v = np.multiply(ct, z, out=u_norm)
+        v += 1.0
+        cube = v * v
+        cube *= v
+        v = cube
+        z *= z
+        ok = v > 0
+        # The squeeze 1 - 0.0331 z^4 decides most draws without the logarithms.
+        squeeze = 0.0331 * z
+        squeeze *= z
+        np.subtract(1.0, squeeze, out=squeeze)
+        doubt = np.flatnonzero(ok & (u_acc >= squeeze))
+        if len(doubt):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                vd, dd = v[doubt], dt[doubt]
+                ok[doubt] = (np.log(u_acc[doubt])
+                             < 0.5 * z[doubt] + dd - dd * vd + dd * np.log(vd))
+        v *= dt
+        if todo is None:
+            np.copyto(out, v, where=ok)
+            todo = np.flatnonzero(~ok)
+        else:
+            out[todo[ok]] = v[ok]
+            todo = todo[~ok]
 
 
 def invert_discrete(u: np.ndarray, k: np.ndarray, cdf: np.ndarray, pmf: np.ndarray,
