@@ -483,8 +483,9 @@ STEPS = (
     ("churn probability", "scorer", "churn_probability"),
     ("expected spend", "scorer", "expected_spend"),
     ("expected purchases", "scorer", "expected_purchases"),
-    ("spend simulation, both horizons (`clv.simulate_spends`)", "clv", "simulate_spends"),
-    ("P10/P50/P90 of the draws (`clv.quantiles`, twice)", "clv", "quantiles"),
+    ("spend simulation, both horizons, summarised (`simulate_summaries`)", "components",
+     "simulate_summaries"),
+    ("interval ends and median (`clv.summary_quantiles`, twice)", "clv", "summary_quantiles"),
     ("TreeSHAP contributions of the churn booster", "churn", "contributions"),
     ("reasons in words (`reasons.explain_joined`)", "module", "explain_joined"),
 )
@@ -499,7 +500,8 @@ def profile_chunk(scorer, chunk: pd.DataFrame) -> tuple[list[tuple[str, float]],
     from training.models import clv
 
     spent = {label: 0.0 for label, _, _ in STEPS}
-    owners = {"scorer": scorer, "clv": clv, "churn": scorer.churn, "module": scorer_module}
+    owners = {"scorer": scorer, "clv": clv, "churn": scorer.churn, "module": scorer_module,
+              "components": scorer.components}
     restore = []
     for label, owner, name in STEPS:
         target = owners[owner]

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 LAYERS: tuple[str, ...] = ("features", "training.models", "training", "serving")
 # What the model library may import besides the standard library and itself.
 LIBRARY_DEPENDENCIES = frozenset({"numpy", "pandas", "scipy", "sklearn", "xgboost",
-                                  "matplotlib", "threadpoolctl"})
+                                  "matplotlib", "threadpoolctl", "numba"})
 
 
 def layer(module: str) -> int | None:

@@ -91,11 +91,12 @@ def requirements() -> list[str]:
     return pins
 
 
-# What unpickling a registered model imports: the wrappers, a scorer and an uplift fit.
+# What a registered model imports: the wrappers, a scorer and an uplift fit when unpickled,
+# and the compiled loops its big batches load on first use.
 _LOADED = """
 import sys
 import joblib, cloudpickle
-import training.registry.pyfunc, training.scorer, training.uplift.data
+import training.registry.pyfunc, training.scorer, training.uplift.data, training.models.kernels
 print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
