@@ -159,30 +159,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         peer = None if args.no_peer else peer_tree(args.peer, Path(tmp) / "peer")
         lines = ["| customers | reasons | this checkout (s) | peer (s) | peer / this |",
                  "|---:|---|---:|---:|---:|"]
+
+        def row(label: str, rows_path: Path, n: int, reasons: bool) -> float:
+            """Time this checkout and the peer; add their report row; this checkout's time."""
+            ours = measure(scorer, rows_path, n, reasons, args.runs, None)
+            theirs = None if peer is None else measure(scorer, rows_path, n, reasons,
+                                                        args.runs, peer)
+            ratio = "" if theirs is None else f"{theirs / ours:.2f}"
+            lines.append(f"| {label} | {'yes' if reasons else 'no'} | {fmt(ours)} | "
+                         f"{'' if theirs is None else fmt(theirs)} | {ratio} |")
+            print(lines[-1], flush=True)
+            return ours
+
         best = None
         for n in sizes:
             for reasons in (True, False):
-                ours = measure(scorer, rows, n, reasons, args.runs, None)
-                theirs = None if peer is None else measure(scorer, rows, n, reasons,
-                                                            args.runs, peer)
-                ratio = "" if theirs is None else f"{theirs / ours:.2f}"
-                lines.append(f"| {n:,} | {'yes' if reasons else 'no'} | {fmt(ours)} | "
-                             f"{'' if theirs is None else fmt(theirs)} | {ratio} |")
-                print(lines[-1], flush=True)
+                ours = row(f"{n:,}", rows, n, reasons)
                 if n == 1_000_000 and reasons:
                     best = ours
         if args.population is not None:
             population = Path(tmp) / "population.parquet"
             frame = read_features(args.population)
-            frame[frame["as_of"].astype(str) == AS_OF].head(1_000_000).to_parquet(population)
-            n = min(1_000_000, len(pd.read_parquet(population, columns=["customer_id"])))
-            ours = measure(scorer, population, n, True, args.runs, None)
-            theirs = None if peer is None else measure(scorer, population, n, True,
-                                                        args.runs, peer)
-            ratio = "" if theirs is None else f"{theirs / ours:.2f}"
-            lines.append(f"| {n:,} distinct (`--population`) | yes | {fmt(ours)} | "
-                         f"{'' if theirs is None else fmt(theirs)} | {ratio} |")
-            print(lines[-1], flush=True)
+            frame = frame[frame["as_of"].astype(str) == AS_OF].head(1_000_000)
+            frame.to_parquet(population)
+            row(f"{len(frame):,} distinct (`--population`)", population, len(frame), True)
     goal = ("not measured (no 1M run)" if best is None else
             f"{fmt(best)} s: {'met' if best <= GOAL_SECONDS else 'not met'}")
     markdown = "\n".join([

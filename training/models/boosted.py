@@ -179,9 +179,8 @@ class ShapTables:
                  trees: list[list[tuple[int, np.ndarray, np.ndarray]]]) -> None:
         self.n_features, self.bias = n_features, bias
         self.edges = edges  # feature -> every threshold on it in the ensemble (float32, sorted)
-        # per tree, per feature it splits on: (feature, cell step per global bin, its column)
-        self.trees = trees
-        # the same entries flattened for `kernels.tree_table_sums`
+        # `trees`: per tree, per feature it splits on, (feature, cell step per global bin, its
+        # column); kept flattened, as `kernels.tree_table_sums` reads them
         entries = [e for tree in trees for e in tree]
         self._tree_start = np.concatenate([[0], np.cumsum([len(t) for t in trees])]).astype(
             np.int64)

@@ -14,11 +14,10 @@ import math
 import numba
 import numpy as np
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+from training.models.keyed_random import GOLDEN, MIX_M1, MIX_M2, TO_UNIT
+
+_GOLDEN = np.uint64(GOLDEN)
 _LOW32 = np.uint64(0xFFFFFFFF)
-_TO_UNIT = 2.0 ** -32
 
 # Inverse normal CDF (Cephes ndtri, as scipy.special.ndtri evaluates it): rational
 # approximations in the centre and in two tail ranges.
@@ -91,9 +90,9 @@ def ndtri(y0: float) -> float:
 @numba.njit(cache=True, inline="always")
 def _mix64(z: np.uint64) -> np.uint64:
     z ^= z >> np.uint64(30)
-    z *= _M1
+    z *= MIX_M1
     z ^= z >> np.uint64(27)
-    z *= _M2
+    z *= MIX_M2
     z ^= z >> np.uint64(31)
     return z
 
@@ -112,8 +111,8 @@ def gamma_attempts(states: np.ndarray, base: np.uint64, attempts: int, d: np.nda
         dg, cg, state = d[g], c[g], states[i]
         for a in range(attempts):
             z = _mix64(state + (base + np.uint64(a + 1)) * _GOLDEN)
-            u_norm = (np.float64(z >> np.uint64(32)) + 0.5) * _TO_UNIT
-            u_acc = (np.float64(z & _LOW32) + 0.5) * _TO_UNIT
+            u_norm = (np.float64(z >> np.uint64(32)) + 0.5) * TO_UNIT
+            u_acc = (np.float64(z & _LOW32) + 0.5) * TO_UNIT
             x = ndtri(u_norm)
             v = cg * x
             v += 1.0

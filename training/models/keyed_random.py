@@ -18,11 +18,11 @@ import numpy as np
 from scipy import special
 
 _MASK = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment: streams of one cell
+GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment: streams of one cell
 _CELL = 0xD1B54A32D192ED03  # another odd constant: cells of one key
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_TO_UNIT = 2.0 ** -32
+MIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX_M2 = np.uint64(0x94D049BB133111EB)
+TO_UNIT = 2.0 ** -32
 ATTEMPTS = 1 << 16  # streams reserved per Gamma variate (one per Marsaglia-Tsang attempt)
 START_AT_MEAN = 16.0  # NegBin means above which inversion starts at the mean, not at 0
 TABLE_TOP = 1.0 - 2.0 ** -24  # CDF up to which inversion tables are taken (u above: walks)
@@ -35,9 +35,9 @@ def mix64(z: np.ndarray) -> np.ndarray:
     input bit) of `z`; `z` itself is overwritten when it is a uint64 array."""
     z = np.asarray(z, dtype=np.uint64)
     z ^= z >> np.uint64(30)
-    z *= _M1
+    z *= MIX_M1
     z ^= z >> np.uint64(27)
-    z *= _M2
+    z *= MIX_M2
     z ^= z >> np.uint64(31)
     return z
 
@@ -56,9 +56,9 @@ def cell_states(keys: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 def _mixed(states: np.ndarray, stream: int) -> np.ndarray:
     """mix64(states + stream's offset) as a new array, with one scratch array for the shifts."""
-    z = np.add(states, np.uint64(((stream + 1) * _GOLDEN) & _MASK), dtype=np.uint64)
+    z = np.add(states, np.uint64(((stream + 1) * GOLDEN) & _MASK), dtype=np.uint64)
     tmp = np.empty_like(z)
-    for shift, mult in ((30, _M1), (27, _M2)):
+    for shift, mult in ((30, MIX_M1), (27, MIX_M2)):
         np.right_shift(z, np.uint64(shift), out=tmp)
         z ^= tmp
         z *= mult
@@ -86,7 +86,7 @@ def uniforms(states: np.ndarray, stream: int) -> tuple[np.ndarray, np.ndarray]:
     hi = z.astype("float64")
     for half in (hi, lo):
         half += 0.5
-        half *= _TO_UNIT
+        half *= TO_UNIT
     return hi, lo
 
 
