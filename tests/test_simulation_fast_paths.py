@@ -160,3 +160,35 @@ def test_partial_ranking_is_the_stable_sorts():
                                           order[:, :limit])
             np.testing.assert_array_equal(_ranked(data, limit, largest=False),
                                           order[:, ::-1][:, :limit])
+
+
+def _population(n: int) -> tuple[np.ndarray, ...]:
+    x = RNG.integers(0, 30, n).astype(float)
+    x[: n // 10] = RNG.integers(100, 400, n // 10)  # heavy buyers: counts past the tables
+    t = RNG.uniform(1, 700, n)
+    rec = t * RNG.uniform(0, 1, n) * (x > 0)
+    return x, rec, t, RNG.gamma(2.0, 30.0, n), RNG.integers(0, 2**63, n).astype(np.uint64)
+
+
+@pytest.mark.parametrize("case", ["typical", "shapes below one", "past the tables"])
+def test_compiled_draws_are_the_numpy_draws(case, monkeypatch):
+    """Big blocks are drawn by `kernels.draw_futures`, small ones in numpy: the same numbers,
+    including the cells the compiled loop hands back (counts past a table, small shapes)."""
+    gg = GG
+    if case == "shapes below one":
+        gg = GammaGammaModel()
+        gg.params_ = {"p": 0.6, "q": 0.5, "gamma": 20.0}
+    if case == "past the tables":
+        nb_tables = keyed_random.negative_binomial_tables
+        monkeypatch.setattr(keyed_random, "negative_binomial_tables",
+                            lambda size, p: nb_tables(size, p, top=0.5))
+        monkeypatch.setattr(clv, "_THIN_TABLES", 3)
+        monkeypatch.setattr(clv, "_DROPOUT_TABLE", 2)
+    x, rec, t, m, keys = _population(1200)
+    horizons = (90, 365, 30)
+    compiled = clv.simulate_spends(BG, gg, x, rec, t, m, horizons, draws=150, keys=keys)
+    assert (compiled[1] > 0).sum() >= 4 * keyed_random.COMPILED_CELLS  # blocks run compiled
+    monkeypatch.setattr(keyed_random, "COMPILED_CELLS", 10**12)
+    plain = clv.simulate_spends(BG, gg, x, rec, t, m, horizons, draws=150, keys=keys)
+    for got, want in zip(compiled, plain, strict=True):
+        np.testing.assert_array_equal(got, want)

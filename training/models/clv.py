@@ -144,6 +144,7 @@ _THIN = 16  # streams _THIN + i: purchases of the i-th horizon from the longest 
 _BLOCK = 1 << 16  # simulated futures per block (their working arrays stay in cache)
 _BLOCK_ROWS = 2048  # rows per block at most
 _THIN_TABLES = 255  # purchase counts up to which thinning reads tables (above: walks)
+_DROPOUT_TABLE = 64  # purchase counts the dropout table holds from the start
 
 
 def _simulate(bg: dict[str, float], gg: dict[str, float], x: np.ndarray, big_t: np.ndarray,
@@ -206,14 +207,19 @@ class _Block:
 
     def draw(self, first: int, buying: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """(cell = row offset from `first` x draws + draw index, total per horizon) of the
-        futures of rows first, first + 1, ... (`buying` of each)."""
+        futures of rows first, first + 1, ... (`buying` of each). Big blocks are drawn by a
+        compiled loop (`kernels.draw_futures`) with the same bits."""
+        if int(buying.sum()) >= keyed_random.COMPILED_CELLS and self._compilable():
+            return self._draw_compiled(first, buying)
         offset = np.repeat(np.arange(len(buying)), buying)
-        row = offset + first
-        index = np.arange(len(row)) - np.repeat(np.cumsum(buying) - buying, buying)
-        cells = offset * self.draws + index
+        index = np.arange(len(offset)) - np.repeat(np.cumsum(buying) - buying, buying)
+        return offset * self.draws + index, self._totals(offset + first, index)
+
+    def _totals(self, row: np.ndarray, index: np.ndarray) -> list[np.ndarray]:
+        """Total spend per horizon of the futures (row, index): draw `index` of each row."""
         totals: list[np.ndarray] = [np.zeros(0)] * len(self.order)
         if not len(row):
-            return cells, totals
+            return totals
         states = keyed_random.cell_states(self.key[row], index)
         u = keyed_random.uniform(states, _COUNTS)
         quiet = self.quiet[row]
@@ -226,7 +232,7 @@ class _Block:
         gg = self.gg
         code = self.code[row]
         dropout = self.dropouts.draw(keyed_random.uniform(states, _DROPOUT), code, counts[-1])
-        nu = keyed_random.grouped_gammas(states, _NU, gg["p"] * self.xs + gg["q"], code)
+        nu = keyed_random.grouped_gammas(states, _NU, self._nu_shapes(), code)
         xb = self.x[row]
         nu /= gg["gamma"] + xb * self.m[row]
         total, before = np.zeros(len(row)), 0
@@ -243,7 +249,49 @@ class _Block:
                     states[more], _SPEND + 8 * step, shapes, extra[more]) / nu[more]
             totals[k] = total.copy()
             before = bought
-        return cells, totals
+        return totals
+
+    def _nu_shapes(self) -> np.ndarray:
+        return self.gg["p"] * self.xs + self.gg["q"]
+
+    def _compilable(self) -> bool:
+        """Whether the compiled loop can read this block's tables: a dropout table that is
+        monotone (grown first to the counts most blocks reach)."""
+        if self.dropouts.top < _DROPOUT_TABLE:
+            self.dropouts.grow(_DROPOUT_TABLE)
+        return self.dropouts.monotone
+
+    def _draw_compiled(self, first: int, buying: np.ndarray
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
+        from training.models import kernels  # numba (and LLVM's memory) for big batches only
+
+        n = int(buying.sum())
+        steps = len(self.order)
+        rows = slice(first, first + len(buying))
+        cells = np.empty(n, dtype=np.int64)
+        totals = np.zeros((steps, n))
+        redo = np.empty(n, dtype=np.bool_)
+        thin = [self.thin[j + 1] for j in range(steps - 1)]
+        streams = np.array(
+            [keyed_random.stream_offset(_COUNTS), keyed_random.stream_offset(_DROPOUT)]
+            + [keyed_random.stream_offset(_THIN + j + 1) for j in range(steps - 1)]
+            + [keyed_random.gamma_base(_NU)]
+            + [keyed_random.gamma_base(_SPEND + 8 * step) for step in range(steps)],
+            dtype=np.uint64)
+        d = self.dropouts
+        kernels.draw_futures(
+            np.ascontiguousarray(self.key[rows]), buying.astype(np.int64), self.draws,
+            self.quiet[rows], self.group[rows], self.code[rows],
+            self.gg["gamma"] + self.x[rows] * self.m[rows], streams,
+            self.tables.flat(), keyed_random.ThinningTables.flat(thin),
+            (d.guide, d.table, d.width, d.top, d.GUIDE), self._nu_shapes(),
+            float(self.gg["p"]), self.order.astype(np.int64), cells, totals, redo)
+        again = np.flatnonzero(redo)
+        if len(again):
+            row, index = np.divmod(cells[again], self.draws)
+            for k, total in enumerate(self._totals(row + first, index)):
+                totals[k, again] = total
+        return cells, list(totals)
 
 
 def _dropouts(u: np.ndarray, a: float, b: float, xs: np.ndarray, code: np.ndarray,
@@ -289,7 +337,8 @@ class _Dropouts:
         self.a, self.b, self.xs = a, b, xs
         self.top = -1
 
-    def _grow(self, top: int) -> None:
+    def grow(self, top: int) -> None:
+        """Hold P(G > k) for k up to `top` for every x."""
         steps = np.log1p(-self.a / (self.a + self.b + self.xs[:, None]
                                     + np.arange(top)[None, :]))
         survive = np.exp(np.concatenate([np.zeros((len(self.xs), 1)),
@@ -312,7 +361,7 @@ class _Dropouts:
             return np.zeros(0, dtype=np.int64)
         top = int(cap.max()) + 1
         if top > self.top:
-            self._grow(max(top, 2 * self.top))
+            self.grow(max(top, 2 * self.top))
         if not self.monotone:
             return _dropouts(u, self.a, self.b, self.xs, code, cap)
         bucket = (u * self.GUIDE).astype(np.int64)

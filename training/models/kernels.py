@@ -1,4 +1,5 @@
-"""Compiled inner loops of batch scoring (numba): Gamma draws and TreeSHAP table sums.
+"""Compiled inner loops of batch scoring (numba): the simulated futures (NegBin and thinning
+table reads, dropouts, Gamma draws) and TreeSHAP table sums.
 
 Each kernel is a loop over cells that the numpy code it replaces runs as a sequence of
 whole-array passes; the arithmetic is the same operations in the same order, so the numbers
@@ -14,10 +15,12 @@ import math
 import numba
 import numpy as np
 
-from training.models.keyed_random import GOLDEN, MIX_M1, MIX_M2, TO_UNIT
+from training.models.keyed_random import ATTEMPTS, CELL, GOLDEN, GUIDE, MIX_M1, MIX_M2, TO_UNIT
 
 _GOLDEN = np.uint64(GOLDEN)
 _LOW32 = np.uint64(0xFFFFFFFF)
+_CELL = np.uint64(CELL)
+_TO_UNIT53 = 2.0 ** -53
 
 # Inverse normal CDF (Cephes ndtri, as scipy.special.ndtri evaluates it): rational
 # approximations in the centre and in two tail ranges.
@@ -97,33 +100,133 @@ def _mix64(z: np.uint64) -> np.uint64:
     return z
 
 
+@numba.njit(cache=True, inline="always")
+def _gamma(state: np.uint64, base: np.uint64, attempts: int, dg: float, cg: float) -> float:
+    """Marsaglia-Tsang Gamma(dg + 1/3) of one cell (cg = 1 / sqrt(9 dg)): attempt a reads the
+    two 32-bit uniforms of stream base + a (`keyed_random.uniforms`); 0 if every one fails."""
+    for a in range(attempts):
+        z = _mix64(state + (base + np.uint64(a + 1)) * _GOLDEN)
+        u_norm = (np.float64(z >> np.uint64(32)) + 0.5) * TO_UNIT
+        u_acc = (np.float64(z & _LOW32) + 0.5) * TO_UNIT
+        x = ndtri(u_norm)
+        v = cg * x
+        v += 1.0
+        v = (v * v) * v
+        x2 = x * x
+        ok = v > 0
+        if ok and u_acc >= 1.0 - (0.0331 * x2) * x2:
+            ok = math.log(u_acc) < 0.5 * x2 + dg - dg * v + dg * math.log(v)
+        if ok:
+            return v * dg
+    return 0.0
+
+
 @numba.njit(cache=True, nogil=True)
 def gamma_attempts(states: np.ndarray, base: np.uint64, attempts: int, d: np.ndarray,
                    c: np.ndarray, positive: np.ndarray, group: np.ndarray,
                    out: np.ndarray) -> None:
-    """Marsaglia-Tsang Gamma(d + 1/3) per cell (shape group[cell]; 0 where not positive):
-    attempt a reads the two 32-bit uniforms of stream base + a (`keyed_random.uniforms`)."""
+    """Marsaglia-Tsang Gamma(d + 1/3) per cell (shape group[cell]; 0 where not positive)."""
     for i in range(states.shape[0]):
         g = group[i]
-        out[i] = 0.0
-        if not positive[g]:
-            continue
-        dg, cg, state = d[g], c[g], states[i]
-        for a in range(attempts):
-            z = _mix64(state + (base + np.uint64(a + 1)) * _GOLDEN)
-            u_norm = (np.float64(z >> np.uint64(32)) + 0.5) * TO_UNIT
-            u_acc = (np.float64(z & _LOW32) + 0.5) * TO_UNIT
-            x = ndtri(u_norm)
-            v = cg * x
-            v += 1.0
-            v = (v * v) * v
-            x2 = x * x
-            ok = v > 0
-            if ok and u_acc >= 1.0 - (0.0331 * x2) * x2:
-                ok = math.log(u_acc) < 0.5 * x2 + dg - dg * v + dg * math.log(v)
-            if ok:
-                out[i] = v * dg
-                break
+        out[i] = _gamma(states[i], base, attempts, d[g], c[g]) if positive[g] else 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _uniform(state: np.uint64, offset: np.uint64) -> float:
+    """`keyed_random.uniform` of one cell (offset: the stream's multiple of GOLDEN)."""
+    return (np.float64(_mix64(state + offset) >> np.uint64(11)) + 0.5) * _TO_UNIT53
+
+
+@numba.njit(cache=True, inline="always")
+def _read_table(u: float, g: int, guide: np.ndarray, values: np.ndarray, offset: np.ndarray,
+                sentinel: np.ndarray, top: float) -> int:
+    """`keyed_random.DiscreteTables.invert` of one cell of group g; -1 where the walk goes on
+    past the table (u above its top)."""
+    pos = guide[np.int64(u * GUIDE) + g * (GUIDE + 1)]
+    while values[pos] < u:
+        pos += 1
+    if u > top and pos == sentinel[g]:
+        return -1
+    return pos + offset[g]
+
+
+@numba.njit(cache=True, nogil=True)
+def draw_futures(keys: np.ndarray, buying: np.ndarray, draws: int, row_quiet: np.ndarray,
+                 row_group: np.ndarray, row_code: np.ndarray, row_scale: np.ndarray,
+                 streams: np.ndarray, negbin: tuple, thin: tuple, dropout: tuple,
+                 nu_shape: np.ndarray, spend_p: float, order: np.ndarray,
+                 cells: np.ndarray, totals: np.ndarray, redo: np.ndarray) -> None:
+    """The futures `clv._Block.draw` draws, one cell at a time: the first buying[r] draws of
+    each row r (its key keys[r]) with a purchase in the longest horizon; per cell its number
+    (row x draws + index) and its spend per horizon (totals[k], k the horizon's position).
+
+    Cells whose draw leaves what the tables hold (a count past a table's top, a Gamma shape
+    below 1) are marked in `redo` for the numpy draw. streams: the stream offsets of counts,
+    dropout, thinning (per shorter horizon), and the Gamma bases of nu and of each spend step.
+    """
+    nb_guide, nb_values, nb_offset, nb_sentinel, nb_top = negbin
+    th_keep, th_most, th_guide, th_values, th_offset, th_sentinel, th_top, th_row = thin
+    dr_guide, dr_table, dr_width, dr_top, dr_buckets = dropout
+    steps = order.shape[0]
+    counts = np.empty(steps, dtype=np.int64)
+    cell = 0
+    for r in range(buying.shape[0]):
+        quiet, g, code, scale = row_quiet[r], row_group[r], row_code[r], row_scale[r]
+        nu_d = nu_shape[code] - 1.0 / 3.0
+        nu_c = 1.0 / math.sqrt(9.0 * nu_d)
+        for index in range(buying[r]):
+            state = _mix64(keys[r] + np.uint64(index + 1) * _CELL)
+            cells[cell] = r * draws + index
+            redo[cell] = False
+            u = _uniform(state, streams[0])
+            u = u * (1.0 - quiet)
+            u = u + quiet
+            k = _read_table(u, g, nb_guide, nb_values, nb_offset, nb_sentinel, nb_top)
+            counts[steps - 1] = max(k, 1)
+            ok = k >= 0
+            for j in range(steps - 2, -1, -1):  # thinning to each shorter horizon
+                n = counts[j + 1]
+                if th_keep[j] >= 1.0:
+                    counts[j] = n
+                elif th_keep[j] <= 0.0:
+                    counts[j] = 0
+                elif n > th_most[j] or not ok:
+                    ok = False
+                    counts[j] = 0
+                else:
+                    u = _uniform(state, streams[2 + j])
+                    counts[j] = _read_table(u, th_row[j] + n, th_guide, th_values, th_offset,
+                                            th_sentinel, th_top[j])
+                    ok = counts[j] >= 0
+            cap = counts[steps - 1]
+            if not ok or cap + 1 > dr_top or nu_shape[code] < 1.0:
+                redo[cell] = True
+                cell += 1
+                continue
+            u = _uniform(state, streams[1])
+            drop = min(dr_guide[code * (dr_buckets + 1) + np.int64(u * dr_buckets)], cap)
+            base = code * dr_width
+            while drop < cap and dr_table[base + drop + 1] > u:
+                drop += 1
+            drop += 1
+            nu = (_gamma(state, streams[steps + 1], ATTEMPTS - 1, nu_d, nu_c)
+                  if nu_shape[code] > 0 else 0.0)
+            nu = nu / scale
+            total, before = 0.0, 0
+            for step in range(steps):
+                bought = min(counts[step], drop)
+                extra = bought - before
+                if extra > 0:
+                    shape = np.float64(extra) * spend_p
+                    if shape < 1.0:
+                        redo[cell] = True
+                        break
+                    d = shape - 1.0 / 3.0
+                    c = 1.0 / math.sqrt(9.0 * d)
+                    total += _gamma(state, streams[steps + 2 + step], ATTEMPTS - 1, d, c) / nu
+                totals[order[step], cell] = total
+                before = bought
+            cell += 1
 
 
 @numba.njit(cache=True, nogil=True)

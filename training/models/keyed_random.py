@@ -19,7 +19,7 @@ from scipy import special
 
 _MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment: streams of one cell
-_CELL = 0xD1B54A32D192ED03  # another odd constant: cells of one key
+CELL = 0xD1B54A32D192ED03  # another odd constant: cells of one key
 MIX_M1 = np.uint64(0xBF58476D1CE4E5B9)
 MIX_M2 = np.uint64(0x94D049BB133111EB)
 TO_UNIT = 2.0 ** -32
@@ -51,12 +51,22 @@ def seeded(keys: np.ndarray, seed: int) -> np.ndarray:
 def cell_states(keys: np.ndarray, index: np.ndarray) -> np.ndarray:
     """The state of draw `index` of each key (elementwise)."""
     step = np.asarray(index, dtype=np.uint64) + np.uint64(1)
-    return mix64(np.asarray(keys, dtype=np.uint64) + step * np.uint64(_CELL))
+    return mix64(np.asarray(keys, dtype=np.uint64) + step * np.uint64(CELL))
+
+
+def stream_offset(stream: int) -> int:
+    """What a cell's state is shifted by for `stream` (before mixing)."""
+    return ((stream + 1) * GOLDEN) & _MASK
+
+
+def gamma_base(stream: int) -> int:
+    """The first of the streams a Gamma variate of `stream` reads (one per attempt)."""
+    return stream * ATTEMPTS
 
 
 def _mixed(states: np.ndarray, stream: int) -> np.ndarray:
     """mix64(states + stream's offset) as a new array, with one scratch array for the shifts."""
-    z = np.add(states, np.uint64(((stream + 1) * GOLDEN) & _MASK), dtype=np.uint64)
+    z = np.add(states, np.uint64(stream_offset(stream)), dtype=np.uint64)
     tmp = np.empty_like(z)
     for shift, mult in ((30, MIX_M1), (27, MIX_M2)):
         np.right_shift(z, np.uint64(shift), out=tmp)
@@ -112,7 +122,7 @@ def grouped_gammas(states: np.ndarray, stream: int, shapes: np.ndarray,
     group = (np.arange(len(shapes)) if group is None
              else np.asarray(group, dtype=np.int64))
     out = np.zeros(len(states))
-    base = stream * ATTEMPTS
+    base = gamma_base(stream)
     if len(states) >= COMPILED_CELLS:
         from training.models import kernels  # numba (and LLVM's memory) for big batches only
 
@@ -279,6 +289,11 @@ class DiscreteTables:
                       + self.start[:-1, None]).ravel()
         self.top, self.ratio = top, ratio
 
+    def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+        """(guide, values, offset, sentinel, top): what a compiled reader of the tables needs
+        (`kernels.draw_futures`)."""
+        return self.guide, self.values, self.offset, self.sentinel, self.top
+
     def invert(self, u: np.ndarray, group: np.ndarray) -> np.ndarray:
         """The k each cell's walk reaches (u per cell, `group` its distribution)."""
         u = np.asarray(u, dtype="float64")
@@ -346,6 +361,29 @@ class ThinningTables:
             return np.maximum(n[groups] - k, 0) / (k + 1.0) * odds
 
         self.tables = DiscreteTables(np.zeros(len(n), dtype=np.int64), pmf, pmf, ratio)
+
+    @staticmethod
+    def flat(tables: list[ThinningTables]) -> tuple[np.ndarray, ...]:
+        """Several tables as one set of arrays for a compiled reader (`kernels.draw_futures`):
+        (keep, most, guide, values, offset, sentinel, top) with each table's groups after the
+        previous one's, and the first group of each."""
+        keep = np.array([t.keep for t in tables], dtype="float64")
+        most = np.array([t.most for t in tables], dtype=np.int64)
+        top = np.array([t.tables.top for t in tables], dtype="float64")
+        guides, values, offsets, sentinels, first = [], [], [], [], [0]
+        at = 0
+        for t in tables:
+            guide, value, offset, sentinel, _ = t.tables.flat()
+            guides.append(guide + at)
+            values.append(value)
+            offsets.append(offset - at)
+            sentinels.append(sentinel + at)
+            first.append(first[-1] + len(offset))
+            at += len(value)
+        joined = [np.concatenate(part) if part else np.zeros(1, dtype=dtype)
+                  for part, dtype in ((guides, np.int64), (values, "float64"),
+                                      (offsets, np.int64), (sentinels, np.int64))]
+        return (keep, most, *joined, top, np.array(first[:-1], dtype=np.int64))
 
     def invert(self, u: np.ndarray, n: np.ndarray) -> np.ndarray:
         """Binomial(n, keep) per cell from `u`; n beyond `most` by `thinned`'s walk."""
