@@ -36,11 +36,14 @@ def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
     """Add risk band and percentile (against `population`'s sorted churn probabilities, the
     scored rows themselves by default), segment, tier, the expected next purchase date, and the
     value fields in margin terms where the features know the margin (`serving.profit`)."""
+    return ranked(row_fields(scores, features, bands), population)
+
+
+def row_fields(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands) -> pd.DataFrame:
+    """`enrich`'s fields that each row has alone (all but the risk percentile, left empty)."""
     out = in_margin_terms(scores, features)
     churn = out["churn_probability"].to_numpy(dtype="float64")
-    ranked = np.sort(churn) if population is None else population
-    out["risk_percentile"] = risk_percentile(np.searchsorted(ranked, churn, side="right"),
-                                             len(ranked))
+    out["risk_percentile"] = np.nan
     out["risk_band"] = np.where(churn >= bands.high, "high",
                                 np.where(churn >= bands.medium, "medium", "low")).astype(object)
     for col in CARRIED:
@@ -54,6 +57,16 @@ def enrich(scores: pd.DataFrame, features: pd.DataFrame, bands: RiskBands,
     nxt = as_of + pd.to_timedelta(np.where(wait <= 365, np.ceil(wait), np.nan), unit="D")
     out["expected_next_purchase"] = nxt.dt.strftime("%Y-%m-%d").where(nxt.notna(), None)
     return out
+
+
+def ranked(rows: pd.DataFrame, population: np.ndarray | None = None) -> pd.DataFrame:
+    """`row_fields`' rows with their risk percentile against `population` (sorted churn
+    probabilities; the rows themselves by default)."""
+    churn = rows["churn_probability"].to_numpy(dtype="float64")
+    ranks = np.sort(churn) if population is None else population
+    rows["risk_percentile"] = risk_percentile(np.searchsorted(ranks, churn, side="right"),
+                                              len(ranks))
+    return rows
 
 
 def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: RiskBands, *,
@@ -74,13 +87,13 @@ def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: Risk
     if workers <= 1:
         scored = []
         for part in parts:
-            scored.append(scorer.score(part, reasons=reasons))
+            scored.append(row_fields(scorer.score(part, reasons=reasons), part, bands))
             if progress:
                 progress(len(part))
     else:
         def one(part: pd.DataFrame) -> pd.DataFrame:
             with xgb.config_context(nthread=1):
-                return scorer.score(part, reasons=reasons)
+                return row_fields(scorer.score(part, reasons=reasons), part, bands)
 
         with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
             futures = [pool.submit(one, part) for part in parts]
@@ -89,7 +102,7 @@ def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: Risk
                 scored.append(future.result())
                 if progress:
                     progress(len(part))
-    return enrich(pd.concat(scored, ignore_index=True), features, bands)
+    return ranked(pd.concat(scored, ignore_index=True))
 
 
 def write_scores(scores: pd.DataFrame, out: str, table: str = "customer_scores") -> str:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from training.models import keyed_random
 from training.models.btyd import BetaGeoModel, GammaGammaModel
+from training.models.btyd.base import distinct_rows
 from training.models.errors import ModelInputError
 
 
@@ -167,15 +168,15 @@ def _simulate(bg: dict[str, float], gg: dict[str, float], x: np.ndarray, big_t: 
     quiet = np.exp(size * np.log(q))  # P(no purchase in the longest horizon | alive)
     buying = keyed_random.binomials(keyed_random.uniform(key[s], _BUYING), draws,
                                     p_alive[s] * (1.0 - quiet))
-    pairs, group = np.unique(np.column_stack([size, q]), axis=0, return_inverse=True)
+    (sizes, qs), group = distinct_rows(size, q)
     thin = {i: keyed_random.ThinningTables(float(horizons[order[i - 1]])
                                            / float(horizons[order[i]]), _THIN_TABLES)
             for i in range(len(order) - 1, 0, -1)}
     xs, code = np.unique(x[s], return_inverse=True)
-    block = _Block(key=key[s], quiet=quiet, group=group.ravel(), code=code.ravel(), xs=xs,
+    block = _Block(key=key[s], quiet=quiet, group=group, code=code.ravel(), xs=xs,
                    x=x[s], m=m[s], gg=gg, draws=draws, order=order, thin=thin,
                    dropouts=_Dropouts(bg["a"], bg["b"], xs),
-                   tables=keyed_random.negative_binomial_tables(pairs[:, 0], pairs[:, 1]))
+                   tables=keyed_random.negative_binomial_tables(sizes, qs))
     ends = np.cumsum(buying)
     lo = 0
     while lo < rows:

@@ -30,6 +30,7 @@ from training.models.btyd.base import (
     check_durations,
     check_horizon,
     check_rfm,
+    distinct_rows,
     factorize,
     wsum,
 )
@@ -300,11 +301,9 @@ class ParetoNBDModel(BaseModel):
         them (whole days, small counts), and 2F1 is the cost."""
         theta = np.array(self._theta())
         x, tx, big_t = np.broadcast_arrays(x, tx, big_t)
-        triples, inverse = np.unique(np.column_stack([x.ravel(), tx.ravel(), big_t.ravel()]),
-                                     axis=0, return_inverse=True)
-        x, tx, big_t = triples[:, 0], triples[:, 1], triples[:, 2]
+        (x, tx, big_t), inverse = distinct_rows(x, tx, big_t)
         log_odds_dead = _log_dead_term(theta, x, tx, big_t) - _log_alive_term(theta, x, big_t)
-        return expit(-log_odds_dead)[inverse.ravel()]
+        return expit(-log_odds_dead)[inverse]
 
 
 def _lifetime_integral(s: float, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
