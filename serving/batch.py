@@ -63,10 +63,27 @@ def ranked(rows: pd.DataFrame, population: np.ndarray | None = None) -> pd.DataF
     """`row_fields`' rows with their risk percentile against `population` (sorted churn
     probabilities; the rows themselves by default)."""
     churn = rows["churn_probability"].to_numpy(dtype="float64")
-    ranks = np.sort(churn) if population is None else population
-    rows["risk_percentile"] = risk_percentile(np.searchsorted(ranks, churn, side="right"),
-                                              len(ranks))
+    if population is None:
+        at_or_below = _at_or_below(churn)
+        size = len(churn)
+    else:
+        at_or_below = np.searchsorted(population, churn, side="right")
+        size = len(population)
+    rows["risk_percentile"] = risk_percentile(at_or_below, size)
     return rows
+
+
+def _at_or_below(values: np.ndarray) -> np.ndarray:
+    """How many of `values` are at or below each one (NaNs last, as `np.sort` puts them):
+    `np.searchsorted(np.sort(values), values, side="right")` from one sort."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    nan = np.isnan(ordered)
+    differ = (ordered[1:] != ordered[:-1]) & ~(nan[1:] & nan[:-1])
+    ends = np.flatnonzero(np.r_[differ, True])  # the last of each run of equal values
+    counts = np.empty(len(values), dtype=np.int64)
+    counts[order] = np.repeat(ends + 1, np.diff(np.r_[-1, ends]))
+    return counts
 
 
 def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: RiskBands, *,
@@ -76,8 +93,9 @@ def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: Risk
     """Score every row of a snapshot in chunks (bounded memory), then rank the population.
 
     Chunks are scored `workers` at a time on threads (default: up to 2, at most the cores):
-    the heavy parts (simulation, trees, TreeSHAP tables) run in numpy and XGBoost outside the
-    GIL, each thread with one XGBoost thread. Results do not depend on `workers`.
+    the heavy parts (simulation, trees, TreeSHAP tables) run in compiled loops, numpy and
+    XGBoost outside the GIL, each thread with one XGBoost thread; what they all read once is
+    built on a thread of its own meanwhile. Results do not depend on `workers`.
     """
     if features.empty:
         raise DataError("feature snapshot is empty: nothing to score")
@@ -90,18 +108,23 @@ def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: Risk
             scored.append(row_fields(scorer.score(part, reasons=reasons), part, bands))
             if progress:
                 progress(len(part))
-    else:
-        def one(part: pd.DataFrame) -> pd.DataFrame:
-            with xgb.config_context(nthread=1):
-                return row_fields(scorer.score(part, reasons=reasons), part, bands)
+        return ranked(pd.concat(scored, ignore_index=True))
 
-        with ThreadPoolExecutor(workers, thread_name_prefix="score") as pool:
-            futures = [pool.submit(one, part) for part in parts]
-            scored = []
-            for part, future in zip(parts, futures, strict=True):
-                scored.append(future.result())
-                if progress:
-                    progress(len(part))
+    def one(part: pd.DataFrame) -> pd.DataFrame:
+        with xgb.config_context(nthread=1):
+            return row_fields(scorer.score(part, reasons=reasons), part, bands)
+
+    with (ThreadPoolExecutor(1, thread_name_prefix="prepare") as side,
+          ThreadPoolExecutor(workers, thread_name_prefix="score") as pool):
+        # what the first chunks would each wait for is built beside them, not before them
+        prepared = side.submit(scorer.prepare, reasons=reasons)
+        futures = [pool.submit(one, part) for part in parts]
+        scored = []
+        for part, future in zip(parts, futures, strict=True):
+            scored.append(future.result())
+            if progress:
+                progress(len(part))
+        prepared.result()
     return ranked(pd.concat(scored, ignore_index=True))
 
 

@@ -54,7 +54,7 @@ from training.models import (
     TLearner,
     XLearner,
 )
-from training.models.boosted import TABLE_ROWS
+from training.models.boosted import TABLE_ROWS, CompiledForest
 
 FAST = {"n_estimators": 10, "learning_rate": 0.3, "n_jobs": 1}
 UPLIFT_FAST = {"n_estimators": 10, "max_depth": 2}
@@ -307,6 +307,45 @@ def test_contributions_from_tables_are_xgboosts_treeshap(cls: type[BoostedModel]
             xgb.DMatrix(X.to_numpy(dtype="float32"), feature_names=list(X.columns)),
             pred_contribs=True)
     np.testing.assert_array_equal(ours, want)
+
+
+@pytest.mark.parametrize("learning_rate", [0.3, 1.0])  # 1.0: margins far into the tails
+@pytest.mark.parametrize("cls", BOOSTERS, ids=lambda c: c.__name__)
+def test_big_batches_predict_what_small_ones_do(cls: type[BoostedModel],
+                                                 learning_rate: float) -> None:
+    """Past TABLE_ROWS rows predictions come from the compiled forest: XGBoost's own float32
+    numbers (tree order sums, the objective's transform), so a row's prediction does not
+    depend on its batch; missing values and values on the thresholds included."""
+    X, churned = _table(n=4 * TABLE_ROWS + 11, seed=5)
+    model = cls(n_estimators=60, max_depth=5, learning_rate=learning_rate, n_jobs=1).fit(
+        X, _target(cls, X, churned))
+    booster = model.model_.get_booster()
+    forest = CompiledForest.build(booster)
+    assert forest is not None and forest.depth == 5
+    split = forest.threshold < np.inf
+    for j, column in enumerate(X.columns):  # a third of the rows exactly on a threshold
+        cuts = forest.threshold[split & (forest.feature == j)]
+        X.loc[X.index[j::3], column] = np.resize(cuts, len(X.index[j::3])).astype("float64")
+    X.loc[X.index[::5], "orders"] = np.nan
+    with xgb.config_context(nthread=1):
+        want = booster.inplace_predict(X.to_numpy(dtype="float32"))
+    np.testing.assert_array_equal(forest.predict(X.to_numpy()), want)
+    small = np.concatenate([_predict(model, X.iloc[lo:lo + 100]) for lo in range(0, len(X), 100)])
+    np.testing.assert_array_equal(_predict(model, X), small)
+    assert model.__dict__["_forest"][1] is not None  # the big batch was the forest's
+
+
+def test_forests_the_compiled_loop_cannot_read_are_xgboosts() -> None:
+    """Deeper trees than CompiledForest.MAX_DEPTH: no forest, XGBoost predicts every batch."""
+    X, churned = _table(n=2 * TABLE_ROWS, seed=6)
+    deep = CompiledForest.MAX_DEPTH + 1
+    model = PurchasesRegressor(n_estimators=5, max_depth=deep, min_child_weight=0.0,
+                               learning_rate=0.5, n_jobs=1).fit(X, _target(PurchasesRegressor, X,
+                                                                           churned))
+    assert CompiledForest.build(model.model_.get_booster()) is None
+    with xgb.config_context(nthread=1):
+        want = model.model_.predict(X).astype("float64")
+    np.testing.assert_array_equal(model.predict(X), want)
 
 
 @pytest.mark.parametrize("cls", BOOSTERS, ids=lambda c: c.__name__)

@@ -135,6 +135,13 @@ def churn_contributions(m: Fitted, name: str, x: pd.DataFrame) -> pd.DataFrame:
     return explain(m, x)
 
 
+def prepare_reasons(m: Fitted, name: str) -> None:
+    """Build now what `churn_contributions` of candidate `name` reads for big batches (the
+    booster's TreeSHAP tables when its reasons are the booster's)."""
+    if candidate(Target.CHURN, name).explain is None:
+        m.churn.prepare_contributions()
+
+
 def _column(name: str) -> Predict:
     return lambda _models, x: x[name].to_numpy(dtype="float64")
 

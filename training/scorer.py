@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from training.candidates import Target, candidate, churn_contributions
+from training.candidates import Target, candidate, churn_contributions, prepare_reasons
 from training.components import Components, component_features, fit_components
 from training.data import SEASON, add_season
 from training.models import (
@@ -121,6 +121,12 @@ class CustomerScorer:
         threads = 1 if len(frame) < SMALL_BATCH else xgb.get_config()["nthread"]
         with xgb.config_context(nthread=threads):
             return self._score(frame.reset_index(drop=True), reasons)
+
+    def prepare(self, *, reasons: bool = True) -> None:
+        """Build now what scoring big batches reads once (the tables behind the reasons), so
+        that threads scoring the first batches do not wait on it."""
+        if reasons:
+            prepare_reasons(self, self.churn_choice)
 
     def _score(self, frame: pd.DataFrame, reasons: bool) -> pd.DataFrame:
         x = self.stacked(frame)

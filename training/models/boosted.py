@@ -1,11 +1,12 @@
-"""Shared base of the XGBoost models: hyper-parameters, input checks at the boundary, and exact
-TreeSHAP contributions by table look-up for large batches."""
+"""Shared base of the XGBoost models: hyper-parameters, input checks at the boundary, and for
+large batches XGBoost's own predictions and exact TreeSHAP contributions by compiled loops."""
 
 from __future__ import annotations
 
 import inspect
 import json
 import threading
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,6 +21,8 @@ _BLOCK = 4096  # rows per pass of the table sums through the trees (a tree's tab
 # Below this many rows XGBoost's own TreeSHAP is faster than building and reading the tables.
 TABLE_ROWS = 256
 _LOCK = threading.Lock()
+_CACHED = ("_shap_tables", "_forest")  # built from the booster when first needed; not pickled
+_LOCK_SUFFIX = "_lock"
 
 
 class BoostedModel(BaseEstimator):
@@ -108,7 +111,7 @@ class BoostedModel(BaseEstimator):
         matrix = self._matrix(X)
         booster = self.model_.get_booster()
         names = list(matrix.columns)
-        tables = self._tables(booster) if len(matrix) >= TABLE_ROWS else None
+        tables = self._tables() if len(matrix) >= TABLE_ROWS else None
         if tables is not None:
             contrib = tables.contributions(matrix.to_numpy(dtype="float32"))
         else:
@@ -118,21 +121,45 @@ class BoostedModel(BaseEstimator):
                 contrib = booster.predict(dm, pred_contribs=True)
         return pd.DataFrame(contrib, columns=[*names, "bias"], index=index)
 
-    def _tables(self, booster: xgb.Booster) -> ShapTables | None:
-        cached = self.__dict__.get("_shap_tables")
+    def _forest_outputs(self, matrix: pd.DataFrame) -> np.ndarray | None:
+        """XGBoost's predictions (float32, the objective's output) of a big batch, read by the
+        compiled forest (`CompiledForest`); None for small batches or an ensemble it cannot
+        read (the caller asks XGBoost)."""
+        if len(matrix) < TABLE_ROWS:
+            return None
+        forest = self._cached("_forest", CompiledForest.build)
+        return None if forest is None else forest.predict(matrix.to_numpy(dtype="float32"))
+
+    def _tables(self) -> ShapTables | None:
+        return self._cached("_shap_tables", ShapTables.build)
+
+    def _cached(self, name: str, build: Callable[[xgb.Booster], Any]) -> Any:
+        """What `build` makes of the booster, made once per booster (by one thread) and kept
+        under `name` (not pickled)."""
+        booster = self.model_.get_booster()
+        cached = self.__dict__.get(name)
         if cached is None or cached[0] is not booster:
-            with _LOCK:
-                cached = self.__dict__.get("_shap_tables")
+            with _LOCK:  # one lock per kept thing: building one does not hold up the other
+                lock = self.__dict__.setdefault(name + _LOCK_SUFFIX, threading.Lock())
+            with lock:
+                cached = self.__dict__.get(name)
                 if cached is None or cached[0] is not booster:
-                    cached = (booster, ShapTables.build(booster))
-                    self.__dict__["_shap_tables"] = cached
+                    cached = (booster, build(booster))
+                    self.__dict__[name] = cached
         return cached[1]
+
+    def prepare_contributions(self) -> None:
+        """Build now the tables big batches' `contributions` read, so that threads scoring
+        them do not wait on it."""
+        self._tables()
 
     # -- pickling --------------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # a copy: the live model keeps its tables
-        state.pop("_shap_tables", None)
+        for name in _CACHED:
+            state.pop(name, None)
+            state.pop(name + _LOCK_SUFFIX, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -260,3 +287,113 @@ class ShapTables:
         kernels.tree_table_sums(bins, self._tree_start, self._feature, self._step_at,
                                 self._steps, self._column_at, self._columns, out, _BLOCK)
         return out.T
+
+
+class CompiledForest:
+    """XGBoost's predictions of a tree ensemble, computed by a compiled loop over complete
+    trees (`kernels.forest_outputs`): base margin plus each tree's leaf in tree order, summed
+    in float32, then the objective's transform in float32, as XGBoost does, so the numbers are
+    XGBoost's (`build` checks them on probe rows). Numeric splits of a single-output gbtree up
+    to MAX_DEPTH deep, and the objectives whose transform it knows; `build` returns None for
+    anything else."""
+
+    MAX_DEPTH = 6  # a node's test is one bit of a 64-bit word
+    PROBE_ROWS = 512
+
+    def __init__(self, *, objective: str, base_margin: np.float32, depth: int,
+                 feature: np.ndarray, threshold: np.ndarray, right_missing: np.ndarray,
+                 leaves: np.ndarray) -> None:
+        self.objective, self.base_margin, self.depth = objective, base_margin, depth
+        self.feature, self.threshold = feature, threshold
+        self.right_missing, self.leaves = right_missing, leaves
+
+    @classmethod
+    def build(cls, booster: xgb.Booster) -> CompiledForest | None:
+        from training.models import kernels  # numba: loaded where big batches are predicted
+
+        model = json.loads(booster.save_raw("json"))["learner"]
+        gbm, param = model["gradient_booster"], model["learner_model_param"]
+        objective = model["objective"]["name"]
+        trees = gbm["model"]["trees"] if gbm.get("name") == "gbtree" else []
+        if (objective not in kernels.TRANSFORMS or not trees
+                or int(param.get("num_target", "1")) != 1 or int(param.get("num_class", "0")) > 1
+                or len(trees) != booster.num_boosted_rounds()
+                or any(t["categories"] for t in trees)):
+            return None
+        depth = max(1, max(_depth(t, 0) for t in trees))
+        if depth > cls.MAX_DEPTH:
+            return None
+        inner = (1 << depth) - 1
+        feature = np.zeros((len(trees), inner), dtype=np.int64)
+        threshold = np.full((len(trees), inner), np.inf, dtype=np.float32)
+        right_missing = np.zeros((len(trees), inner), dtype=np.bool_)
+        leaves = np.zeros((len(trees), inner + 1), dtype=np.float32)
+        for k, tree in enumerate(trees):
+            # (slot in the complete tree, node); a leaf above the last level fills its whole
+            # subtree (its tests send rows either way to the same value)
+            stack = [(0, 0)]
+            while stack:
+                slot, node = stack.pop()
+                if slot >= inner:
+                    leaves[k, slot - inner] = np.float32(tree["split_conditions"][node])
+                    continue
+                left = tree["left_children"][node]
+                if left == -1:
+                    stack += [(2 * slot + 1, node), (2 * slot + 2, node)]
+                    continue
+                feature[k, slot] = tree["split_indices"][node]
+                threshold[k, slot] = np.float32(tree["split_conditions"][node])
+                right_missing[k, slot] = not tree["default_left"][node]
+                stack += [(2 * slot + 1, left), (2 * slot + 2, tree["right_children"][node])]
+        base = float(param["base_score"].strip("[]"))
+        forest = cls(objective=objective, base_margin=_base_margin(objective, base),
+                     depth=depth, feature=feature, threshold=threshold,
+                     right_missing=right_missing, leaves=leaves)
+        probe = _probe_rows(feature, threshold, int(param["num_feature"]), cls.PROBE_ROWS)
+        with xgb.config_context(nthread=1):
+            want = booster.inplace_predict(probe, validate_features=False)
+        return forest if np.array_equal(forest.predict(probe), want) else None
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """XGBoost's prediction per row of x (rows, features) as float32."""
+        from training.models import kernels
+
+        xt = np.ascontiguousarray(np.asarray(x, dtype=np.float32).T)
+        out = np.empty(xt.shape[1], dtype=np.float32)
+        kernels.forest_outputs(xt, self.base_margin, self.depth, self.feature, self.threshold,
+                               self.right_missing, self.leaves,
+                               kernels.TRANSFORMS[self.objective], out, _FOREST_BLOCK)
+        return out
+
+
+_FOREST_BLOCK = 1024  # rows per pass of the forest (their feature columns stay in cache)
+
+
+def _depth(tree: dict[str, Any], node: int) -> int:
+    left = tree["left_children"][node]
+    if left == -1:
+        return 0
+    return 1 + max(_depth(tree, left), _depth(tree, tree["right_children"][node]))
+
+
+def _base_margin(objective: str, base_score: float) -> np.float32:
+    """The margin every row starts from: XGBoost's base score through the objective's link."""
+    p = np.float32(base_score)
+    if objective == "binary:logistic":
+        return np.float32(-np.log(np.float64(np.float32(1.0) / p - np.float32(1.0))))
+    if objective == "reg:tweedie":
+        return np.float32(np.log(np.float64(p)))
+    return p
+
+
+def _probe_rows(feature: np.ndarray, threshold: np.ndarray, n_features: int,
+                rows: int) -> np.ndarray:
+    """Rows at and just below the ensemble's thresholds, and missing, mixed at random."""
+    rng = np.random.default_rng(0)
+    out = np.zeros((rows, n_features), dtype=np.float32)
+    split = threshold < np.inf
+    for f in np.unique(feature[split]):
+        cuts = np.unique(threshold[split & (feature == f)])
+        values = np.concatenate([cuts, np.nextafter(cuts, np.float32(-np.inf)), [np.nan]])
+        out[:, f] = rng.choice(values.astype(np.float32), rows)
+    return out

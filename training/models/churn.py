@@ -124,7 +124,9 @@ class ChurnClassifier(ClassifierMixin, BoostedModel):
     def predict_proba(self, X: npt.ArrayLike | pd.DataFrame) -> np.ndarray:
         """(rows, 2): calibrated P(stays) and P(churns) per row, in the order of `classes_`."""
         matrix = self._matrix(X)
-        raw = self.model_.predict_proba(matrix)[:, 1]
+        raw = self._forest_outputs(matrix)
+        if raw is None:
+            raw = self.model_.predict_proba(matrix)[:, 1]
         return self.calibrator_.predict_proba(_logit(raw)[:, None])
 
     def predict(self, X: npt.ArrayLike | pd.DataFrame) -> np.ndarray:

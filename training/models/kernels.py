@@ -1,5 +1,5 @@
 """Compiled inner loops of batch scoring (numba): the simulated futures (NegBin and thinning
-table reads, dropouts, Gamma draws) and TreeSHAP table sums.
+table reads, dropouts, Gamma draws), tree ensemble predictions and TreeSHAP table sums.
 
 Each kernel is a loop over cells that the numpy code it replaces runs as a sequence of
 whole-array passes; the arithmetic is the same operations in the same order, so the numbers
@@ -21,6 +21,9 @@ _GOLDEN = np.uint64(GOLDEN)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _CELL = np.uint64(CELL)
 _TO_UNIT53 = 2.0 ** -53
+_ONE = np.float32(1.0)
+_SIGMOID_CAP = np.float32(88.7)  # XGBoost's sigmoid: 1 / (exp(min(-x, 88.7)) + 1 + 1e-16)
+_SIGMOID_EPS = np.float32(1e-16)
 
 # Inverse normal CDF (Cephes ndtri, as scipy.special.ndtri evaluates it): rational
 # approximations in the centre and in two tail ranges.
@@ -257,3 +260,51 @@ def tree_table_sums(bins: np.ndarray, tree_start: np.ndarray, feature: np.ndarra
                 acc = out[feature[e], lo:lo + n]
                 for i in range(n):
                     acc[i] += column[cell[i]]
+
+
+# Output transforms of `forest_outputs` (XGBoost's, in float32): the margin itself, exp of it
+# (log-link objectives), or XGBoost's sigmoid (binary:logistic).
+IDENTITY, EXP, SIGMOID = 0, 1, 2
+TRANSFORMS = {"reg:squarederror": IDENTITY, "reg:tweedie": EXP, "binary:logistic": SIGMOID}
+
+
+@numba.njit(cache=True, nogil=True)
+def forest_outputs(xt: np.ndarray, base: np.float32, depth: int, feature: np.ndarray,
+                   threshold: np.ndarray, right_missing: np.ndarray, leaves: np.ndarray,
+                   transform: int, out: np.ndarray, block: int) -> None:
+    """XGBoost's prediction per row of xt (features, rows; float32) from complete trees of
+    `depth` (node j's children 2j + 1 and 2j + 2; a row goes right when its value is not
+    below the threshold, or is missing and the node sends missing right): base plus each
+    tree's leaf in tree order, summed in float32, then `transform`d.
+
+    Per tree and block of rows, every node's test is taken for every row at once (one bit
+    each), then each row's path is read from its bits: no branch depends on the data."""
+    n_trees, inner = feature.shape
+    rows = xt.shape[1]
+    mask = np.empty(block, dtype=np.uint64)
+    for lo in range(0, rows, block):
+        n = min(block, rows - lo)
+        acc = out[lo:lo + n]
+        acc[:] = base
+        for t in range(n_trees):
+            mask[:n] = 0
+            for j in range(inner):
+                column = xt[feature[t, j], lo:lo + n]
+                cut, missing_right = threshold[t, j], right_missing[t, j]
+                bit = np.uint64(1) << np.uint64(j)
+                for r in range(n):
+                    v = column[r]
+                    if (v >= cut) | ((v != v) & missing_right):
+                        mask[r] |= bit
+            for r in range(n):
+                node, bits = 0, mask[r]
+                for _ in range(depth):
+                    node = 2 * node + 1 + np.int64((bits >> np.uint64(node)) & np.uint64(1))
+                acc[r] += leaves[t, node - inner]
+    if transform == EXP:
+        for r in range(rows):
+            out[r] = math.exp(out[r])
+    elif transform == SIGMOID:
+        for r in range(rows):
+            denom = math.exp(min(-out[r], _SIGMOID_CAP)) + _ONE + _SIGMOID_EPS
+            out[r] = _ONE / denom

@@ -48,4 +48,5 @@ class SpendRegressor(TweedieRegressor):
     def predict(self, X: npt.ArrayLike | pd.DataFrame) -> np.ndarray:
         """Expected net spend in the horizon per row."""
         matrix = self._matrix(X)
-        return self.model_.predict(matrix).astype("float64")
+        out = self._forest_outputs(matrix)
+        return (self.model_.predict(matrix) if out is None else out).astype("float64")
