@@ -119,11 +119,13 @@ def _log1mexp(u: np.ndarray) -> np.ndarray:
 def _log_dead_term(theta: np.ndarray, x: np.ndarray, tx: np.ndarray,
                    big_t: np.ndarray) -> np.ndarray:
     """ln(s (F(t_x) - F(T))): the likelihood branch "died in (t_x, T]" (without A1)."""
-    s = theta[2]
-    lf_rec = _log_f(theta, x, tx)
-    lf_t = _log_f(theta, x, big_t)
+    return _dead(theta, _log_f(theta, x, tx), _log_f(theta, x, big_t))
+
+
+def _dead(theta: np.ndarray, lf_rec: np.ndarray, lf_t: np.ndarray) -> np.ndarray:
+    """`_log_dead_term` from ln F(t_x) and ln F(T)."""
     # F decreases in t; guard the rounding of equal arguments.
-    return np.log(s) + lf_rec + _log1mexp(np.minimum(lf_t - lf_rec, 0.0))
+    return np.log(theta[2]) + lf_rec + _log1mexp(np.minimum(lf_t - lf_rec, 0.0))
 
 
 def _log_alive_term(theta: np.ndarray, x: np.ndarray, big_t: np.ndarray) -> np.ndarray:
@@ -167,8 +169,7 @@ class _Terms:
         ll = wsum(self.wx, gammaln(r + self.xs) - gammaln(r)) + self.n * (
             r * np.log(alpha) + s * np.log(beta))
         lf = _log_f(theta, self.pair_x, self.pair_t)
-        lf_rec, lf_age = lf[self.g_rec], lf[self.g_age]
-        dead = np.log(s) + lf_rec + _log1mexp(np.minimum(lf_age - lf_rec, 0.0))
+        dead = _dead(theta, lf[self.g_rec], lf[self.g_age])
         alive = _log_alive_term(theta, self.pair_x, self.pair_t)[self.g_age]
         return (ll + wsum(self.g_w, np.logaddexp(alive, dead))) / self.n
 
@@ -297,13 +298,17 @@ class ParetoNBDModel(BaseModel):
         return x.astype(np.float64), rec
 
     def _p_alive(self, x: np.ndarray, tx: np.ndarray, big_t: np.ndarray) -> np.ndarray:
-        """P(alive) per customer, computed once per distinct (x, t_x, T): customers share
-        them (whole days, small counts), and 2F1 is the cost."""
+        """P(alive) per customer, computed once per distinct (x, t_x, T), its 2F1 terms once
+        per distinct (x, t): customers share them (whole days, small counts), and 2F1 is the
+        cost."""
         theta = np.array(self._theta())
         x, tx, big_t = np.broadcast_arrays(x, tx, big_t)
         (x, tx, big_t), inverse = distinct_rows(x, tx, big_t)
-        log_odds_dead = _log_dead_term(theta, x, tx, big_t) - _log_alive_term(theta, x, big_t)
-        return expit(-log_odds_dead)[inverse]
+        # F once per distinct (x, t) over t_x and T
+        (pair_x, pair_t), pair = distinct_rows(np.r_[x, x], np.r_[tx, big_t])
+        lf = _log_f(theta, pair_x, pair_t)
+        dead = _dead(theta, lf[pair[:len(x)]], lf[pair[len(x):]])
+        return expit(-(dead - _log_alive_term(theta, x, big_t)))[inverse]
 
 
 def _lifetime_integral(s: float, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
