@@ -129,7 +129,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--sizes", default="100000,1000000", help="customers per measurement")
     p.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
-    p.add_argument("--peer", default="92081af", help="commit whose code is the peer")
+    p.add_argument("--peer", default="54b991d", help="commit whose code is the peer")
     p.add_argument("--no-peer", action="store_true", help="measure this checkout only")
     p.add_argument("--home", type=Path, help="reuse/keep the trained home here")
     p.add_argument("--customers", type=int, default=5000, help="demo customers to train on")

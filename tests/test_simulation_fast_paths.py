@@ -172,8 +172,9 @@ def _population(n: int) -> tuple[np.ndarray, ...]:
 
 @pytest.mark.parametrize("case", ["typical", "shapes below one", "past the tables"])
 def test_compiled_draws_are_the_numpy_draws(case, monkeypatch):
-    """Big blocks are drawn by `kernels.draw_futures`, small ones in numpy: the same numbers,
-    including the cells the compiled loop hands back (counts past a table, small shapes)."""
+    """Big blocks are drawn by `kernels.draw_futures`, small ones in numpy: the same draws and
+    summaries, including the cells the compiled loop hands back (counts past a table, small
+    shapes)."""
     gg = GG
     if case == "shapes below one":
         gg = GammaGammaModel()
@@ -185,10 +186,17 @@ def test_compiled_draws_are_the_numpy_draws(case, monkeypatch):
         monkeypatch.setattr(clv, "_THIN_TABLES", 3)
         monkeypatch.setattr(clv, "_DROPOUT_TABLE", 2)
     x, rec, t, m, keys = _population(1200)
-    horizons = (90, 365, 30)
+    horizons, levels = (90, 365, 30), [0.0, 0.1, 0.5, 0.9, 1.0]
     compiled = clv.simulate_spends(BG, gg, x, rec, t, m, horizons, draws=150, keys=keys)
+    summaries = clv.simulate_summaries(BG, gg, x, rec, t, m, horizons, levels, draws=150,
+                                       keys=keys)
     assert (compiled[1] > 0).sum() >= 4 * keyed_random.COMPILED_CELLS  # blocks run compiled
     monkeypatch.setattr(keyed_random, "COMPILED_CELLS", 10**12)
     plain = clv.simulate_spends(BG, gg, x, rec, t, m, horizons, draws=150, keys=keys)
+    plain_summaries = clv.simulate_summaries(BG, gg, x, rec, t, m, horizons, levels,
+                                             draws=150, keys=keys)
     for got, want in zip(compiled, plain, strict=True):
         np.testing.assert_array_equal(got, want)
+    for got, want in zip(summaries, plain_summaries, strict=True):
+        np.testing.assert_array_equal(got.mean, want.mean)
+        np.testing.assert_array_equal(got.quantiles, want.quantiles)

@@ -169,7 +169,7 @@ def _simulate(bg: dict[str, float], gg: dict[str, float], x: np.ndarray, big_t: 
     buying = keyed_random.binomials(keyed_random.uniform(key[s], _BUYING), draws,
                                     p_alive[s] * (1.0 - quiet))
     (sizes, qs), group = distinct_rows(size, q)
-    thin = {i: keyed_random.ThinningTables(float(horizons[order[i - 1]])
+    thin = {i: keyed_random.thinning_tables(float(horizons[order[i - 1]])
                                            / float(horizons[order[i]]), _THIN_TABLES)
             for i in range(len(order) - 1, 0, -1)}
     xs, code = np.unique(x[s], return_inverse=True)

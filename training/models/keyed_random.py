@@ -12,6 +12,7 @@ is vectorised over cells; no state is kept between calls.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -398,6 +399,13 @@ class ThinningTables:
         out[small] = self.tables.invert(u[small], n[small])
         out[big] = _thinned_walk(u[big], n[big], self.keep)
         return out
+
+
+@functools.lru_cache(maxsize=16)
+def thinning_tables(keep: float, most: int) -> ThinningTables:
+    """`ThinningTables(keep, most)`, built once per (keep, most): read-only, and the same for
+    every batch of a horizon pair."""
+    return ThinningTables(keep, most)
 
 
 def thinned(u: np.ndarray, n: np.ndarray, keep: float) -> np.ndarray:
