@@ -144,3 +144,19 @@ def test_scores_are_the_same_alone_in_any_batch_chunk_and_worker_count():
                                workers=workers).set_index("customer_id")
         pd.testing.assert_frame_equal(
             got.loc[whole["customer_id"], SIMULATED].reset_index(drop=True), whole[SIMULATED])
+
+
+def test_big_chunks_on_two_threads_score_as_small_batches_do():
+    """Chunks past the compiled thresholds (the boosters' forest and TreeSHAP tables, the
+    simulated futures), two scoring threads and the side thread that builds what they read:
+    every score and reason equal to batches of 20 rows (XGBoost and numpy)."""
+    scorer = load_artifact(LEGACY / "customer-scorer" / "artifacts" / "scorer.joblib")
+    base = pd.read_csv(LEGACY / "rows.csv", dtype={"customer_id": str, "as_of": str})
+    rows = pd.concat([base] * -(-1200 // len(base)), ignore_index=True).iloc[:1200]
+    rows = rows.assign(customer_id=[f"t{i:05d}" for i in range(len(rows))], in_population=True)
+    got = score_population(scorer, rows, RiskBands(), chunk=600, workers=2)
+    small = pd.concat([scorer.score(rows.iloc[lo:lo + 20]) for lo in range(0, len(rows), 20)],
+                      ignore_index=True)
+    assert (got["reasons_raising"] != "").any()
+    pd.testing.assert_frame_equal(got[small.columns].sort_values("customer_id")
+                                  .reset_index(drop=True), small)
