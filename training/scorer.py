@@ -147,7 +147,7 @@ class CustomerScorer:
         clv_mean = clv_mean * disc
         out = pd.DataFrame({
             "customer_id": x["customer_id"].astype(str),
-            "as_of": x["as_of"].astype(str) if "as_of" in x else "",
+            "as_of": _text(x["as_of"]) if "as_of" in x else "",
             "horizon_days": self.horizon_days,
             "churn_probability": churn,
             "p_alive": x["bg_p_alive"].to_numpy(),
@@ -170,3 +170,13 @@ class CustomerScorer:
         out["purchases_model"] = self.purchases_choice
         out["spend_model"] = self.spend_choice
         return out[list(SCORE_COLUMNS)]
+
+
+def _text(column: pd.Series) -> pd.Series:
+    """`column.astype(str)`, each distinct value written once (a snapshot's rows share one or
+    a few dates: the per-row `str` of date objects is the cost)."""
+    if column.dtype != object or pd.api.types.infer_dtype(column, skipna=False) != "date":
+        return column.astype(str)  # only dates are sure to equal no value of another type
+    codes, distinct = pd.factorize(column)
+    texts = np.asarray([str(v) for v in distinct], dtype=object)
+    return pd.Series(texts[codes], index=column.index).astype(str)
