@@ -103,6 +103,8 @@ def score_population(scorer: CustomerScorer, features: pd.DataFrame, bands: Risk
     parts = [features.iloc[lo:lo + chunk] for lo in range(0, len(features), chunk)]
     workers = min(len(parts), workers or min(2, os.cpu_count() or 1))
     if workers <= 1:
+        if len(parts) > 1:
+            scorer.prepare(reasons=reasons)
         scored = []
         for part in parts:
             scored.append(row_fields(scorer.score(part, reasons=reasons), part, bands))

@@ -313,9 +313,10 @@ def test_contributions_from_tables_are_xgboosts_treeshap(cls: type[BoostedModel]
 @pytest.mark.parametrize("cls", BOOSTERS, ids=lambda c: c.__name__)
 def test_big_batches_predict_what_small_ones_do(cls: type[BoostedModel],
                                                  learning_rate: float) -> None:
-    """Past TABLE_ROWS rows predictions come from the compiled forest: XGBoost's own float32
-    numbers (tree order sums, the objective's transform), so a row's prediction does not
-    depend on its batch; missing values and values on the thresholds included."""
+    """Once prepared, predictions past TABLE_ROWS rows come from the compiled forest:
+    XGBoost's own float32 numbers (tree order sums, the objective's transform), so a row's
+    prediction does not depend on its batch; missing values and values on the thresholds
+    included."""
     X, churned = _table(n=4 * TABLE_ROWS + 11, seed=5)
     model = cls(n_estimators=60, max_depth=5, learning_rate=learning_rate, n_jobs=1).fit(
         X, _target(cls, X, churned))
@@ -330,9 +331,13 @@ def test_big_batches_predict_what_small_ones_do(cls: type[BoostedModel],
     with xgb.config_context(nthread=1):
         want = booster.inplace_predict(X.to_numpy(dtype="float32"))
     np.testing.assert_array_equal(forest.predict(X.to_numpy()), want)
+    unprepared = _predict(model, X)  # XGBoost's: the forest is built by prepare_predictions
+    assert "_forest" not in model.__dict__
+    model.prepare_predictions()
+    assert model.__dict__["_forest"][1] is not None  # the big batch below is the forest's
     small = np.concatenate([_predict(model, X.iloc[lo:lo + 100]) for lo in range(0, len(X), 100)])
     np.testing.assert_array_equal(_predict(model, X), small)
-    assert model.__dict__["_forest"][1] is not None  # the big batch was the forest's
+    np.testing.assert_array_equal(unprepared, small)
 
 
 def test_forests_the_compiled_loop_cannot_read_are_xgboosts() -> None:
@@ -343,6 +348,7 @@ def test_forests_the_compiled_loop_cannot_read_are_xgboosts() -> None:
                                learning_rate=0.5, n_jobs=1).fit(X, _target(PurchasesRegressor, X,
                                                                            churned))
     assert CompiledForest.build(model.model_.get_booster()) is None
+    model.prepare_predictions()
     with xgb.config_context(nthread=1):
         want = model.model_.predict(X).astype("float64")
     np.testing.assert_array_equal(model.predict(X), want)

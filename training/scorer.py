@@ -123,8 +123,11 @@ class CustomerScorer:
             return self._score(frame.reset_index(drop=True), reasons)
 
     def prepare(self, *, reasons: bool = True) -> None:
-        """Build now what scoring big batches reads once (the tables behind the reasons), so
-        that threads scoring the first batches do not wait on it."""
+        """Build what scoring many big batches reads (the boosters' compiled forests, the
+        tables behind the reasons): worth it for a population of many chunks, where it is
+        built beside the threads scoring the first ones."""
+        for model in (self.purchases, self.spend, self.churn):
+            model.prepare_predictions()
         if reasons:
             prepare_reasons(self, self.churn_choice)
 

@@ -123,12 +123,19 @@ class BoostedModel(BaseEstimator):
 
     def _forest_outputs(self, matrix: pd.DataFrame) -> np.ndarray | None:
         """XGBoost's predictions (float32, the objective's output) of a big batch, read by the
-        compiled forest (`CompiledForest`); None for small batches or an ensemble it cannot
-        read (the caller asks XGBoost)."""
-        if len(matrix) < TABLE_ROWS:
+        compiled forest (`CompiledForest`) once `prepare_predictions` has built it; None
+        otherwise (the caller asks XGBoost): a model predicted a few times, as in training,
+        would spend more on building it than it saves."""
+        cached = self.__dict__.get("_forest")
+        if (len(matrix) < TABLE_ROWS or cached is None or cached[1] is None
+                or cached[0] is not self.model_.get_booster()):
             return None
-        forest = self._cached("_forest", CompiledForest.build)
-        return None if forest is None else forest.predict(matrix.to_numpy(dtype="float32"))
+        return cached[1].predict(matrix.to_numpy(dtype="float32"))
+
+    def prepare_predictions(self) -> None:
+        """Build the compiled forest big batches' predictions read from now on (batch
+        scoring, where the same model predicts many chunks)."""
+        self._cached("_forest", CompiledForest.build)
 
     def _tables(self) -> ShapTables | None:
         return self._cached("_shap_tables", ShapTables.build)
