@@ -11,6 +11,7 @@ Inputs are arrays of the BTYD summary per customer: frequency (repeat purchases)
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -255,6 +256,21 @@ class _Block:
     def _nu_shapes(self) -> np.ndarray:
         return self.gg["p"] * self.xs + self.gg["q"]
 
+    @functools.cached_property
+    def _kernel_inputs(self) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+        """What `kernels.draw_futures` reads that every block shares: the stream offsets
+        (counts, dropout, thinning per shorter horizon, then the Gamma bases of nu and of each
+        spend step), the thinning tables as flat arrays, and nu's shape per distinct x."""
+        steps = len(self.order)
+        streams = np.array(
+            [keyed_random.stream_offset(_COUNTS), keyed_random.stream_offset(_DROPOUT)]
+            + [keyed_random.stream_offset(_THIN + j + 1) for j in range(steps - 1)]
+            + [keyed_random.gamma_base(_NU)]
+            + [keyed_random.gamma_base(_SPEND + 8 * step) for step in range(steps)],
+            dtype=np.uint64)
+        thin = keyed_random.ThinningTables.flat([self.thin[j + 1] for j in range(steps - 1)])
+        return streams, thin, self._nu_shapes()
+
     def _compilable(self) -> bool:
         """Whether the compiled loop can read this block's tables: a dropout table that is
         monotone (grown first to the counts most blocks reach)."""
@@ -267,26 +283,18 @@ class _Block:
         from training.models import kernels  # numba (and LLVM's memory) for big batches only
 
         n = int(buying.sum())
-        steps = len(self.order)
         rows = slice(first, first + len(buying))
         cells = np.empty(n, dtype=np.int64)
-        totals = np.zeros((steps, n))
+        totals = np.zeros((len(self.order), n))
         redo = np.empty(n, dtype=np.bool_)
-        thin = [self.thin[j + 1] for j in range(steps - 1)]
-        streams = np.array(
-            [keyed_random.stream_offset(_COUNTS), keyed_random.stream_offset(_DROPOUT)]
-            + [keyed_random.stream_offset(_THIN + j + 1) for j in range(steps - 1)]
-            + [keyed_random.gamma_base(_NU)]
-            + [keyed_random.gamma_base(_SPEND + 8 * step) for step in range(steps)],
-            dtype=np.uint64)
-        d = self.dropouts
+        streams, thin, nu_shapes = self._kernel_inputs
+        d = self.dropouts  # read at each call: a numpy redraw may have grown it
         kernels.draw_futures(
             np.ascontiguousarray(self.key[rows]), buying.astype(np.int64), self.draws,
             self.quiet[rows], self.group[rows], self.code[rows],
-            self.gg["gamma"] + self.x[rows] * self.m[rows], streams,
-            self.tables.flat(), keyed_random.ThinningTables.flat(thin),
-            (d.guide, d.table, d.width, d.top, d.GUIDE), self._nu_shapes(),
-            float(self.gg["p"]), self.order.astype(np.int64), cells, totals, redo)
+            self.gg["gamma"] + self.x[rows] * self.m[rows], streams, self.tables.flat(), thin,
+            (d.guide, d.table, d.width, d.top, d.GUIDE), nu_shapes, float(self.gg["p"]),
+            self.order.astype(np.int64), cells, totals, redo)
         again = np.flatnonzero(redo)
         if len(again):
             row, index = np.divmod(cells[again], self.draws)

@@ -53,6 +53,4 @@ class PurchasesRegressor(TweedieRegressor):
 
     def predict(self, X: npt.ArrayLike | pd.DataFrame) -> np.ndarray:
         """Expected purchase days in the horizon per row."""
-        matrix = self._matrix(X)
-        out = self._forest_outputs(matrix)
-        return (self.model_.predict(matrix) if out is None else out).astype("float64")
+        return self._forecast(X)
