@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -51,9 +51,23 @@ def navigate(browser: webdriver.Chrome, element) -> None:
     """Click a link or button that loads a new page, and wait until that page has replaced
     this one (reading elements before would find the old page's)."""
     element.click()
-    WebDriverWait(browser, 60).until(staleness_of(element))
+    WebDriverWait(browser, 60).until(lambda _: _replaced(element))
     WebDriverWait(browser, 60).until(
         lambda b: b.execute_script("return document.readyState") == "complete")
+
+def _replaced(element) -> bool:
+    """Whether the page holding `element` is gone. Chrome can answer a query made while the
+    next page loads with an "unhandled inspector error": that is asked again, not taken for
+    either answer."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "inspector error" not in str(error):
+            raise
+    return False
+
 
 class ConsoleServer:
     """The console app on a loopback port, in a background thread of this process."""
