@@ -1,8 +1,8 @@
 """The value simulation's fast paths give the same numbers as the plain algorithms they replace:
 inversion tables against the per-cell walks, grouped Gamma variates (compiled and numpy)
-against per-cell ones, the kept dropout table against its per-block build, summaries against
-the full draws, and the reasons' partial ranking against a stable sort. Every comparison is
-exact."""
+against per-cell ones, compiled normal quantiles against scipy's, the kept dropout table
+against its per-block build, summaries against the full draws, and the reasons' partial
+ranking against a stable sort. Every comparison is exact."""
 
 from __future__ import annotations
 
@@ -107,6 +107,20 @@ def test_gamma_variates_match_the_reference_and_their_grouped_form():
     np.testing.assert_array_equal(
         keyed_random.grouped_gammas(STATES, 7, with_zero, group + (group % 2)),
         reference_gammas(STATES, 7, with_zero[group + (group % 2)]))
+
+
+def test_compiled_normal_quantiles_are_scipys():
+    from training.models import kernels
+
+    edge = np.exp(-2.0)
+    u = np.concatenate([
+        RNG.random(20_000), RNG.random(200) * 1e-20, 1.0 - RNG.random(200) * 1e-12,
+        [0.0, 1.0, 0.5, 1e-300, 5e-324, np.exp(-32.0), edge, 1.0 - edge],
+        np.nextafter(edge, [0.0, 1.0]), np.nextafter(1.0 - edge, [0.0, 1.0])])
+    out = np.empty_like(u)
+    kernels.normals(u, out)  # the centre in one pass, then the tails
+    np.testing.assert_array_equal(out, special.ndtri(u))
+    np.testing.assert_array_equal([kernels.ndtri(v) for v in u], special.ndtri(u))
 
 
 def test_kept_dropout_table_reads_what_the_per_block_search_finds():

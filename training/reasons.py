@@ -136,14 +136,18 @@ def _texts(contrib: pd.DataFrame, features: pd.DataFrame, up: int,
         picked = sign * values[rows, idx] > 0
         # the loop stopped at the first factor on the wrong side
         picked &= np.cumprod(picked, axis=1, dtype=bool)
-        texts = np.full(idx.shape, "", dtype=object)
-        for j in np.unique(idx[picked]):
-            where = picked & (idx == j)
-            name = keys[j]
+        texts = np.full(idx.size, "", dtype=object)
+        slots = np.flatnonzero(picked)  # (row, slot) pairs as flat positions, row-major
+        factor = idx.ravel()[slots]
+        by_factor = np.argsort(factor, kind="stable")  # each factor's slots together
+        slots, factor = slots[by_factor], factor[by_factor]
+        starts = np.flatnonzero(np.r_[True, factor[1:] != factor[:-1]])
+        for lo, hi in zip(starts, np.r_[starts[1:], len(factor)], strict=True):
+            name = keys[factor[lo]]
             if sign > 0 and RAISING_WORDS.get(name) in columns.features:
                 name = RAISING_WORDS[name]
-            texts[where] = _column_texts(name, np.nonzero(where)[0], columns)
-        out.append(texts)
+            texts[slots[lo:hi]] = _column_texts(name, slots[lo:hi] // idx.shape[1], columns)
+        out.append(texts.reshape(idx.shape))
     return out[0], out[1]
 
 

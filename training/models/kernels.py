@@ -4,8 +4,10 @@ table reads, dropouts, Gamma draws), tree ensemble predictions and TreeSHAP tabl
 Each kernel is a loop over cells that the numpy code it replaces runs as a sequence of
 whole-array passes; the arithmetic is the same operations in the same order, so the numbers
 are the same bits (`tests/test_simulation_fast_paths.py` compares them). The loops hold no
-Python objects and release the GIL, so scoring threads run them in parallel. Compiled code is
-cached beside this module (or in numba's user cache when that folder is read-only).
+Python objects and release the GIL, so scoring threads run them in parallel. Division follows
+numpy (a zero divisor gives inf or NaN, not an exception), which also leaves branch-free loops
+free to vectorise. Compiled code is cached beside this module (or in numba's user cache when
+that folder is read-only).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ _Q2 = (6.02427039364742014255e0, 3.67983563856160859403e0, 1.3770209948908133027
        2.89247864745380683936e-6, 6.79019408009981274425e-9)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _polevl(x: float, coef: tuple) -> float:
     ans = coef[0]
     for i in range(1, len(coef)):
@@ -56,7 +58,7 @@ def _polevl(x: float, coef: tuple) -> float:
     return ans
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _p1evl(x: float, coef: tuple) -> float:
     """_polevl with a leading coefficient of 1 (not stored)."""
     ans = x + coef[0]
@@ -65,7 +67,27 @@ def _p1evl(x: float, coef: tuple) -> float:
     return ans
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _centre(y0: float) -> float:
+    """ndtri of y0 in its centre range, exp(-2) < y0 <= 1 - exp(-2)."""
+    y = y0 - 0.5
+    y2 = y * y
+    x = y + y * (y2 * _polevl(y2, _P0) / _p1evl(y2, _Q0))
+    return x * _S2PI
+
+
+@numba.njit(cache=True, error_model="numpy")
+def normals(u: np.ndarray, out: np.ndarray) -> None:
+    """ndtri of each u into out: the centre range in one branch-free pass (it vectorises),
+    then the tails one by one."""
+    for i in range(u.shape[0]):
+        out[i] = _centre(u[i])
+    for i in range(u.shape[0]):
+        if not (_EXP_M2 < u[i] <= 1.0 - _EXP_M2):
+            out[i] = ndtri(u[i])
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def ndtri(y0: float) -> float:
     """The standard normal quantile of y0 in [0, 1] (NaN outside)."""
     if y0 == 0.0:
@@ -80,10 +102,7 @@ def ndtri(y0: float) -> float:
         y = 1.0 - y
         negate = False
     if y > _EXP_M2:
-        y = y - 0.5
-        y2 = y * y
-        x = y + y * (y2 * _polevl(y2, _P0) / _p1evl(y2, _Q0))
-        return x * _S2PI
+        return _centre(y)
     x = math.sqrt(-2.0 * math.log(y))
     x0 = x - math.log(x) / x
     z = 1.0 / x
@@ -93,7 +112,7 @@ def ndtri(y0: float) -> float:
     return -x if negate else x
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _mix64(z: np.uint64) -> np.uint64:
     z ^= z >> np.uint64(30)
     z *= MIX_M1
@@ -103,28 +122,56 @@ def _mix64(z: np.uint64) -> np.uint64:
     return z
 
 
-@numba.njit(cache=True, inline="always")
-def _gamma(state: np.uint64, base: np.uint64, attempts: int, dg: float, cg: float) -> float:
-    """Marsaglia-Tsang Gamma(dg + 1/3) of one cell (cg = 1 / sqrt(9 dg)): attempt a reads the
-    two 32-bit uniforms of stream base + a (`keyed_random.uniforms`); 0 if every one fails."""
-    for a in range(attempts):
-        z = _mix64(state + (base + np.uint64(a + 1)) * _GOLDEN)
-        u_norm = (np.float64(z >> np.uint64(32)) + 0.5) * TO_UNIT
-        u_acc = (np.float64(z & _LOW32) + 0.5) * TO_UNIT
-        x = ndtri(u_norm)
-        v = cg * x
-        v += 1.0
-        v = (v * v) * v
-        x2 = x * x
-        ok = v > 0
-        if ok and u_acc >= 1.0 - (0.0331 * x2) * x2:
-            ok = math.log(u_acc) < 0.5 * x2 + dg - dg * v + dg * math.log(v)
-        if ok:
-            return v * dg
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _attempt(x: float, u_acc: float, dg: float, cg: float) -> float:
+    """One Marsaglia-Tsang attempt at Gamma(dg + 1/3) (cg = 1 / sqrt(9 dg)) from its normal
+    variate x and uniform u_acc: the draw, or -1.0 when rejected."""
+    v = cg * x
+    v += 1.0
+    v = (v * v) * v
+    x2 = x * x
+    ok = v > 0
+    if ok and u_acc >= 1.0 - (0.0331 * x2) * x2:
+        ok = math.log(u_acc) < 0.5 * x2 + dg - dg * v + dg * math.log(v)
+    return v * dg if ok else -1.0
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _attempt_word(state: np.uint64, base: np.uint64, a: int) -> np.uint64:
+    """The 64 random bits of attempt a: its two 32-bit uniforms (`keyed_random.uniforms`)."""
+    return _mix64(state + (base + np.uint64(a + 1)) * _GOLDEN)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _halves(z: np.uint64) -> tuple[float, float]:
+    """The uniforms of an attempt's bits: the normal's (high half), the acceptance's (low)."""
+    return ((np.float64(z >> np.uint64(32)) + 0.5) * TO_UNIT,
+            (np.float64(z & _LOW32) + 0.5) * TO_UNIT)
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _gamma(state: np.uint64, base: np.uint64, attempts: int, dg: float, cg: float,
+           first: int = 0) -> float:
+    """Marsaglia-Tsang Gamma(dg + 1/3) of one cell from attempt `first` on: attempt a reads
+    the two 32-bit uniforms of stream base + a (`keyed_random.uniforms`); 0 if every one
+    fails."""
+    for a in range(first, attempts):
+        u_norm, u_acc = _halves(_attempt_word(state, base, a))
+        g = _attempt(ndtri(u_norm), u_acc, dg, cg)
+        if g >= 0.0:
+            return g
     return 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _gamma_from(x: float, z: np.uint64, state: np.uint64, base: np.uint64, attempts: int,
+                dg: float, cg: float) -> float:
+    """`_gamma` whose first attempt's bits z and normal x are already drawn."""
+    g = _attempt(x, _halves(z)[1], dg, cg)
+    return g if g >= 0.0 else _gamma(state, base, attempts, dg, cg, 1)
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def gamma_attempts(states: np.ndarray, base: np.uint64, attempts: int, d: np.ndarray,
                    c: np.ndarray, positive: np.ndarray, group: np.ndarray,
                    out: np.ndarray) -> None:
@@ -134,13 +181,13 @@ def gamma_attempts(states: np.ndarray, base: np.uint64, attempts: int, d: np.nda
         out[i] = _gamma(states[i], base, attempts, d[g], c[g]) if positive[g] else 0.0
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _uniform(state: np.uint64, offset: np.uint64) -> float:
     """`keyed_random.uniform` of one cell (offset: the stream's multiple of GOLDEN)."""
     return (np.float64(_mix64(state + offset) >> np.uint64(11)) + 0.5) * _TO_UNIT53
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, error_model="numpy", inline="always")
 def _read_table(u: float, g: int, guide: np.ndarray, values: np.ndarray, offset: np.ndarray,
                 sentinel: np.ndarray, top: float) -> int:
     """`keyed_random.DiscreteTables.invert` of one cell of group g; -1 where the walk goes on
@@ -153,7 +200,10 @@ def _read_table(u: float, g: int, guide: np.ndarray, values: np.ndarray, offset:
     return pos + offset[g]
 
 
-@numba.njit(cache=True, nogil=True)
+_SUB = 4096  # cells whose first Gamma attempts' normal variates are computed together
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def draw_futures(keys: np.ndarray, buying: np.ndarray, draws: int, row_quiet: np.ndarray,
                  row_group: np.ndarray, row_code: np.ndarray, row_scale: np.ndarray,
                  streams: np.ndarray, negbin: tuple, thin: tuple, dropout: tuple,
@@ -166,73 +216,112 @@ def draw_futures(keys: np.ndarray, buying: np.ndarray, draws: int, row_quiet: np
     Cells whose draw leaves what the tables hold (a count past a table's top, a Gamma shape
     below 1) are marked in `redo` for the numpy draw. streams: the stream offsets of counts,
     dropout, thinning (per shorter horizon), and the Gamma bases of nu and of each spend step.
+
+    Cells go _SUB at a time: first their purchases and dropouts, with the bits of each Gamma
+    draw's first attempt; then those attempts' normal variates in one pass (`normals`); then
+    the Gamma draws and totals.
     """
     nb_guide, nb_values, nb_offset, nb_sentinel, nb_top = negbin
     th_keep, th_most, th_guide, th_values, th_offset, th_sentinel, th_top, th_row = thin
     dr_guide, dr_table, dr_width, dr_top, dr_buckets = dropout
     steps = order.shape[0]
-    counts = np.empty(steps, dtype=np.int64)
-    cell = 0
-    for r in range(buying.shape[0]):
-        quiet, g, code, scale = row_quiet[r], row_group[r], row_code[r], row_scale[r]
-        nu_d = nu_shape[code] - 1.0 / 3.0
-        nu_c = 1.0 / math.sqrt(9.0 * nu_d)
-        for index in range(buying[r]):
-            state = _mix64(keys[r] + np.uint64(index + 1) * _CELL)
-            cells[cell] = r * draws + index
-            redo[cell] = False
-            u = _uniform(state, streams[0])
+    slots = steps + 1  # per cell: nu's Gamma, then each spend step's
+    state = np.empty(_SUB, dtype=np.uint64)
+    live = np.empty(_SUB, dtype=np.bool_)
+    drop = np.empty(_SUB, dtype=np.int64)
+    row = np.empty(_SUB, dtype=np.int64)
+    counts = np.empty((_SUB, steps), dtype=np.int64)
+    word = np.empty(_SUB * slots, dtype=np.uint64)
+    u_norm = np.empty(_SUB * slots)
+    normal = np.empty(_SUB * slots)
+    r, index, cell = 0, 0, 0
+    while cell < cells.shape[0]:
+        n = 0
+        while n < _SUB and cell + n < cells.shape[0]:
+            while index >= buying[r]:
+                r += 1
+                index = 0
+            j, c = n, cell + n
+            n += 1
+            st = _mix64(keys[r] + np.uint64(index + 1) * _CELL)
+            cells[c] = r * draws + index
+            index += 1
+            state[j], row[j] = st, r
+            quiet, code = row_quiet[r], row_code[r]
+            u = _uniform(st, streams[0])
             u = u * (1.0 - quiet)
             u = u + quiet
-            k = _read_table(u, g, nb_guide, nb_values, nb_offset, nb_sentinel, nb_top)
-            counts[steps - 1] = max(k, 1)
+            k = _read_table(u, row_group[r], nb_guide, nb_values, nb_offset, nb_sentinel,
+                            nb_top)
+            counts[j, steps - 1] = max(k, 1)
             ok = k >= 0
-            for j in range(steps - 2, -1, -1):  # thinning to each shorter horizon
-                n = counts[j + 1]
-                if th_keep[j] >= 1.0:
-                    counts[j] = n
-                elif th_keep[j] <= 0.0:
-                    counts[j] = 0
-                elif n > th_most[j] or not ok:
+            for i in range(steps - 2, -1, -1):  # thinning to each shorter horizon
+                m = counts[j, i + 1]
+                if th_keep[i] >= 1.0:
+                    counts[j, i] = m
+                elif th_keep[i] <= 0.0:
+                    counts[j, i] = 0
+                elif m > th_most[i] or not ok:
                     ok = False
-                    counts[j] = 0
+                    counts[j, i] = 0
                 else:
-                    u = _uniform(state, streams[2 + j])
-                    counts[j] = _read_table(u, th_row[j] + n, th_guide, th_values, th_offset,
-                                            th_sentinel, th_top[j])
-                    ok = counts[j] >= 0
-            cap = counts[steps - 1]
-            if not ok or cap + 1 > dr_top or nu_shape[code] < 1.0:
-                redo[cell] = True
-                cell += 1
+                    u = _uniform(st, streams[2 + i])
+                    counts[j, i] = _read_table(u, th_row[i] + m, th_guide, th_values,
+                                               th_offset, th_sentinel, th_top[i])
+                    ok = counts[j, i] >= 0
+            cap = counts[j, steps - 1]
+            for i in range(j * slots, (j + 1) * slots):
+                u_norm[i] = 0.5  # a slot without a draw: a cheap placeholder
+            redo[c] = not ok or cap + 1 > dr_top or nu_shape[code] < 1.0
+            if redo[c]:
+                live[j] = False
                 continue
-            u = _uniform(state, streams[1])
-            drop = min(dr_guide[code * (dr_buckets + 1) + np.int64(u * dr_buckets)], cap)
+            u = _uniform(st, streams[1])
+            out = min(dr_guide[code * (dr_buckets + 1) + np.int64(u * dr_buckets)], cap)
             base = code * dr_width
-            while drop < cap and dr_table[base + drop + 1] > u:
-                drop += 1
-            drop += 1
-            nu = (_gamma(state, streams[steps + 1], ATTEMPTS - 1, nu_d, nu_c)
+            while out < cap and dr_table[base + out + 1] > u:
+                out += 1
+            drop[j] = out + 1
+            word[j * slots] = _attempt_word(st, streams[steps + 1], 0)
+            before = 0
+            for step in range(steps):
+                bought = min(counts[j, step], drop[j])
+                if bought > before:
+                    if np.float64(bought - before) * spend_p < 1.0:
+                        redo[c] = True
+                        break
+                    word[j * slots + 1 + step] = _attempt_word(st, streams[steps + 2 + step], 0)
+                    u_norm[j * slots + 1 + step] = _halves(word[j * slots + 1 + step])[0]
+                before = bought
+            live[j] = not redo[c]
+            if live[j]:
+                u_norm[j * slots] = _halves(word[j * slots])[0]
+        normals(u_norm[:n * slots], normal[:n * slots])
+        for j in range(n):
+            if not live[j]:
+                continue
+            c, st, code = cell + j, state[j], row_code[row[j]]
+            nu_d = nu_shape[code] - 1.0 / 3.0
+            nu_c = 1.0 / math.sqrt(9.0 * nu_d)
+            nu = (_gamma_from(normal[j * slots], word[j * slots], st, streams[steps + 1],
+                              ATTEMPTS - 1, nu_d, nu_c)
                   if nu_shape[code] > 0 else 0.0)
-            nu = nu / scale
+            nu = nu / row_scale[row[j]]
             total, before = 0.0, 0
             for step in range(steps):
-                bought = min(counts[step], drop)
+                bought = min(counts[j, step], drop[j])
                 extra = bought - before
                 if extra > 0:
-                    shape = np.float64(extra) * spend_p
-                    if shape < 1.0:
-                        redo[cell] = True
-                        break
-                    d = shape - 1.0 / 3.0
-                    c = 1.0 / math.sqrt(9.0 * d)
-                    total += _gamma(state, streams[steps + 2 + step], ATTEMPTS - 1, d, c) / nu
-                totals[order[step], cell] = total
+                    d = np.float64(extra) * spend_p - 1.0 / 3.0
+                    at = j * slots + 1 + step
+                    total += _gamma_from(normal[at], word[at], st, streams[steps + 2 + step],
+                                         ATTEMPTS - 1, d, 1.0 / math.sqrt(9.0 * d)) / nu
+                totals[order[step], c] = total
                 before = bought
-            cell += 1
+        cell += n
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def tree_table_sums(bins: np.ndarray, tree_start: np.ndarray, feature: np.ndarray,
                     step_at: np.ndarray, steps: np.ndarray, column_at: np.ndarray,
                     columns: np.ndarray, out: np.ndarray, block: int) -> None:
@@ -268,7 +357,7 @@ IDENTITY, EXP, SIGMOID = 0, 1, 2
 TRANSFORMS = {"reg:squarederror": IDENTITY, "reg:tweedie": EXP, "binary:logistic": SIGMOID}
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, error_model="numpy", nogil=True)
 def forest_outputs(xt: np.ndarray, base: np.float32, depth: int, feature: np.ndarray,
                    threshold: np.ndarray, right_missing: np.ndarray, leaves: np.ndarray,
                    transform: int, out: np.ndarray, block: int) -> None:
