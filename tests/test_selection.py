@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.test_training import synthetic_transactions
 from training.candidates import (
+    BG_MEAN,
     SELECTION,
     TOLERANCES,
     Target,
@@ -169,7 +170,7 @@ def result(transactions):
 def test_every_churn_candidate_is_measured_on_validation_and_the_rule_picks_the_served_one(
         result):
     values = result.selection["churn"]
-    assert list(values) == ["xgboost", "rfm_logistic", "blend", "bg_nbd"]
+    assert list(values) == ["xgboost", "rfm_logistic", "blend", "xgboost_bg_mean", "bg_nbd"]
     assert all(set(v) == set(SELECTION[Target.CHURN]) for v in values.values())
     choice = result.choices["churn"]
     assert choice == choose(values, SELECTION[Target.CHURN])
@@ -188,6 +189,14 @@ def test_the_choice_never_reads_the_test_window(transactions, result):
     assert again.cutoffs.validation == result.cutoffs.validation
     assert again.selection == result.selection
     assert again.choices == result.choices
+
+
+def test_the_forecast_mean_is_halfway_between_the_booster_and_bg_nbd(result):
+    x = result.scorer.stacked(result.test[result.scorer.input_columns].head(200))
+    booster, bg, mean = (candidate(Target.CHURN, name).predict(result.scorer, x)
+                         for name in ("xgboost", "bg_nbd", BG_MEAN))
+    np.testing.assert_array_equal(mean, 0.5 * (booster + bg))
+    assert np.all((np.minimum(booster, bg) <= mean) & (mean <= np.maximum(booster, bg)))
 
 
 def test_each_churn_candidate_serves_its_scores_with_reasons(result):

@@ -16,7 +16,7 @@ rank sums go to the earlier entry of the table. With one metric this is simply t
 Examples
 --------
 >>> [c.name for c in served(Target.CHURN)]
-['xgboost', 'rfm_logistic', 'blend', 'bg_nbd']
+['xgboost', 'rfm_logistic', 'blend', 'xgboost_bg_mean', 'bg_nbd']
 >>> SELECTION[Target.PURCHASES]
 (<Metric.PURCHASES_MAE: 'purchases.mae'>,)
 >>> candidate(Target.SPEND, "pnbd_gg").baseline
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 OURS = "ours"
 # The churn candidate that blends the booster's and the RFM logistic regression's ranks.
 BLEND = "blend"
+# The churn candidate that averages the booster's and BG/NBD's probabilities.
+BG_MEAN = "xgboost_bg_mean"
 # The classic analyst's churn model reads recency, frequency and monetary value.
 RFM_COLUMNS: tuple[str, ...] = ("days_since_last", "orders_365d", "spend_365d")
 
@@ -118,6 +120,10 @@ def _blend(m: Fitted, x: pd.DataFrame) -> np.ndarray:
     return m.blend.predict_proba(blend_inputs(m.churn, m.rfm, x))[:, 1]
 
 
+def _bg_mean(m: Fitted, x: pd.DataFrame) -> np.ndarray:
+    return 0.5 * (booster_churn(m.churn, x) + x["bg_p_zero"].to_numpy(dtype="float64"))
+
+
 def _booster_reasons(m: Fitted, x: pd.DataFrame) -> pd.DataFrame:
     return m.churn.contributions(x[m.churn.feature_names_in_])
 
@@ -160,6 +166,11 @@ CANDIDATES: tuple[Candidate, ...] = (
     # Average of the booster's and the RFM logistic regression's percentile ranks, calibrated
     # (training.models.blend.RankBlend); its reasons are the booster's.
     Candidate(BLEND, Target.CHURN, _blend),
+    # The mean of two probabilities of the same event from unlike models: the booster learns
+    # from past cutoffs' outcomes, BG/NBD (P(no purchase in the horizon)) from this snapshot's
+    # own histories, so a shift in the churn rate since training moves one and not the other.
+    # Its reasons are the booster's.
+    Candidate(BG_MEAN, Target.CHURN, _bg_mean),
     Candidate("bg_nbd", Target.CHURN, _column("bg_p_zero"), baseline="bg_nbd"),
     Candidate("pareto_nbd", Target.CHURN,
               lambda _m, x: 1.0 - x["pnbd_p_alive"].to_numpy(dtype="float64"), served=False,
