@@ -42,14 +42,16 @@ if TYPE_CHECKING:
 REMOTE_ENV = "SPARK_REMOTE"
 LOCAL_MASTER = "local[*]"
 CONNECT_SCHEME = "sc://"
+CONNECT_PORT = 15002  # a Spark Connect server's default port
+CONNECT_MODE_ENV = "SPARK_CONNECT_MODE_ENABLED"  # PySpark's mark of a Connect process
 # Settings every session gets; those a Spark Connect server owns (driver, files) are set only
-# on sessions started here.
+# on sessions started here, as is Arrow's fallback (a Connect client always uses Arrow).
 RUNTIME_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
-    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
     "spark.sql.ansi.enabled": "false",
 }
+LOCAL_CONF: dict[str, str] = {"spark.sql.execution.arrow.pyspark.fallback.enabled": "false"}
 _LOG_CONFIG = """\
 # Spark's own loggers configured at the root's level, so its start-up keeps that level quietly.
 rootLogger.level = error
@@ -114,14 +116,23 @@ def session(master: str | None = None, *, app: str = "retention",
         yield active
         return
     if url.startswith(CONNECT_SCHEME):
+        # PySpark marks the whole process as Connect (pyspark.sql.functions then build Connect
+        # columns) and keeps it so; unmarked afterwards, a later local session can start.
+        marked = CONNECT_MODE_ENV in os.environ
+        _reach(url)
         builder = SparkSession.builder.remote(url).appName(app)
         for key, value in RUNTIME_CONF.items():
             builder = builder.config(key, value)
-        spark = _start(builder, url)
         try:
-            yield spark
+            spark = _start(builder, url)
+            try:
+                yield spark
+            finally:
+                with suppress(Exception):  # a server that went away has nothing to release
+                    spark.stop()
         finally:
-            spark.stop()
+            if not marked:
+                os.environ.pop(CONNECT_MODE_ENV, None)
         return
     jvm_files = _jvm_scratch()
     java_options = f"-Dlog4j2.configurationFile={(jvm_files / 'log4j2.properties').as_uri()}"
@@ -142,7 +153,7 @@ def session(master: str | None = None, *, app: str = "retention",
     cores = local_cores(url)
     if cores is not None:  # a few shuffle partitions per thread, not the cluster default 200
         builder = builder.config("spark.sql.shuffle.partitions", str(max(4, 2 * cores)))
-    for key, value in RUNTIME_CONF.items():
+    for key, value in {**RUNTIME_CONF, **LOCAL_CONF}.items():
         builder = builder.config(key, value)
     memory = memory or os.environ.get(MEMORY_ENV) or (local_memory() if cores else None)
     if memory:
@@ -174,11 +185,29 @@ def _jvm_scratch() -> Path:
     return _JVM_SCRATCH[0]
 
 
+def _reach(url: str, seconds: float = 10.0) -> None:
+    """Fail in one line when nothing answers at a Spark Connect URL (the client itself retries
+    a refused connection for minutes before it says so)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        place = urlsplit(url.split(";", 1)[0])
+        host, port = place.hostname or "localhost", place.port or CONNECT_PORT
+    except ValueError as exc:
+        raise DataError(f"spark {url}: not a Spark Connect URL ({exc})") from None
+    try:
+        socket.create_connection((host, port), timeout=seconds).close()
+    except OSError as exc:
+        raise DataError(f"spark {url}: no Spark Connect server answers at {host}:{port} "
+                        f"({exc.strerror or exc})") from None
+
+
 def _start(builder: SparkSession.Builder, url: str) -> SparkSession:
     try:
         return builder.getOrCreate()
     except ImportError as exc:  # Spark Connect's client libraries
-        raise DataError(f"spark {url}: {exc}; pip install 'pyspark[connect]'") from None
+        raise DataError(f"spark {url}: {exc}; pip install 'retention[spark]'") from None
     except Exception as exc:  # noqa: BLE001 - JVM start-up and connection errors vary
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"spark {url}: cannot start a session: {first}") from None
@@ -430,6 +459,7 @@ def _write_one_file(frame: DataFrame, target: Path) -> int:
     """Write `frame` as the single Parquet file `target` (replaced atomically); its rows."""
     import pyarrow.parquet as pq
 
+    target = target.resolve()  # a Spark Connect server resolves relative paths in its own cwd
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         frame.coalesce(1).write.mode("overwrite").parquet(str(staging / "out"))
@@ -485,7 +515,7 @@ def build(
     tables = engine.FeatureTables(days=con.table(f"{tag}_days"),
                                   products=con.table(f"{tag}_products"), data_end=data_end)
     written: dict[dt.date, Path] = {}
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # written by the server, with Spark Connect
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         for as_of in as_ofs:

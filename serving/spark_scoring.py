@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,6 +41,7 @@ AT_OR_BELOW = "_at_or_below"  # customers whose churn probability is <= the row'
 SCORES = "_scores"
 SCORER_ARTIFACT = "scorer"  # the pyfunc's artifact holding the joblib-saved CustomerScorer
 BROADCAST_RANKS = 1_000_000  # customers below which the rank table is sent to every task
+UNPARTITIONED_WINDOW = "WARN WindowExpression: No Partition Defined"
 
 
 def read_snapshot(spark: SparkSession, features: Path) -> tuple[DataFrame, dt.date]:
@@ -51,7 +53,7 @@ def read_snapshot(spark: SparkSession, features: Path) -> tuple[DataFrame, dt.da
     day, part = next(reversed(parts.items()))
     from pyspark.sql import functions as F
 
-    frame = spread(spark, spark.read.parquet(str(part)))
+    frame = spread(spark, spark.read.parquet(str(part.resolve())))
     if "as_of" in frame.columns:
         frame = frame.drop("as_of")
     return frame.withColumn("as_of", F.lit(day.isoformat())), day
@@ -59,7 +61,8 @@ def read_snapshot(spark: SparkSession, features: Path) -> tuple[DataFrame, dt.da
 
 def spread(spark: SparkSession, frame: DataFrame) -> DataFrame:
     """`frame` in at least one partition per core: an as_of written as one file is read as one
-    partition, which the model would score on one core."""
+    partition, which the model would score on one core. Unchanged with Spark Connect, which
+    exposes neither the cluster's cores nor a frame's partitions."""
     try:
         cores = int(spark.sparkContext.defaultParallelism)
         current = frame.rdd.getNumPartitions()
@@ -162,6 +165,8 @@ def run(features: Path, out: str, bands: RiskBands, version: str, *,
 
     if "://" in out and not out.startswith("file://"):
         raise DataError(f"--out {out!r}: --engine spark writes a Parquet folder (a path)")
+    if "://" not in out:  # read and written by the server, with Spark Connect
+        out = str(Path(out).resolve())
     uri = f"models:/{RegisteredModel.SCORER}/{version}"
     model = mlflow.pyfunc.load_model(uri)
     registered: CustomerScorer = model.unwrap_python_model().scorer
@@ -175,7 +180,11 @@ def run(features: Path, out: str, bands: RiskBands, version: str, *,
             if on_refit:
                 on_refit(as_of, registered.metadata.get("data_end"))
             model_uri = population_model(uri, model, scorer, Path(tmp))
-        scores = score_snapshot(spark, table, model_uri, casts, result_type, bands)
-        scores.write.mode("overwrite").parquet(out)
+        with warnings.catch_warnings():
+            # The running sum over distinct probabilities is one partition by design; a Spark
+            # Connect client warns of every window without one.
+            warnings.filterwarnings("ignore", message=UNPARTITIONED_WINDOW)
+            scores = score_snapshot(spark, table, model_uri, casts, result_type, bands)
+            scores.write.mode("overwrite").parquet(out)
         written = spark.read.parquet(out).count()
     return written, out
