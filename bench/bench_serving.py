@@ -538,7 +538,7 @@ def batch_runs(version: str, snapshot: pd.DataFrame, runs: int, reasons: bool, c
     """Wall and CPU seconds of `score_population` (a freshly loaded scorer each run)."""
     from serving.batch import score_population
     from serving.config import RiskBands
-    from serving.state import load_scorer
+    from training.registry import load_scorer
 
     walls, cpus = [], []
     for i in range(runs):
@@ -802,13 +802,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                           f"store in a temp dir: {train(home, tracking)}")
         setup["setup s (served set)"] = f"{time.perf_counter() - t0:.0f}"
 
-        from serving.state import champion, load_scorer
+        from serving.state import champion
         from serving.store import MemoryStore
         from training import registry
 
         registry.configure(tracking)
         version, _ = champion("champion")
-        scorer = load_scorer(version)
+        scorer = registry.load_scorer(version)
         setup["models chosen"] = (f"churn {scorer.churn_choice}, purchases "
                                   f"{scorer.purchases_choice}, spend {scorer.spend_choice}; "
                                   f"reasons from the XGBoost churn model "
