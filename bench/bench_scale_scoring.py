@@ -165,7 +165,7 @@ def report(rows: list[dict], n: int, started: dict[int, float], differing: list[
            "customer)."),
         "", f"Sizing, indicative: at {per_core:,.0f} rows/s per core ({best['name']}), "
         f"{TARGET_CUSTOMERS / 1e6:.0f}M customers take {core_hours:,.1f} core-hours, e.g. "
-        f"{core_hours * 60 / 64:,.0f} minutes on 64 cores, plus the driver's population "
+        f"{core_hours * 60 / 64:,.1f} minutes on 64 cores, plus the driver's population "
         "steps and the shuffle of the sort.", "",
         *environment_table(env),
     ]
