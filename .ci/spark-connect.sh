@@ -31,15 +31,8 @@ if ! up; then
   bash "$ROOT/.ci/java.sh"
   SPARK_BIN=$("$PY" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin"))')
   mkdir -p "$DIR"
-  cat > "$DIR/log4j2.properties" <<'EOF'
-rootLogger.level = warn
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
-EOF
+  "$PY" -c 'from features.spark import log_config; print(log_config("warn"), end="")' \
+    > "$DIR/log4j2.properties"
   # spark-submit execs the JVM, so $! is the server's own pid.
   (cd "$DIR"
    SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON="$PY" PYSPARK_DRIVER_PYTHON="$PY" nohup "$SPARK_BIN/spark-submit" \

@@ -308,37 +308,36 @@ def evaluate(fr: Frames, cols: list[str], booster: dict[str, object] | None = No
     return val, test
 
 
+def _stopped_trees(fr: Frames, cols: list[str], model: type, estimator: type, target: Target,
+                   rounds: int, **params: object) -> int:
+    """Trees of `model`'s booster (TrainConfig's settings, `params` on top) at its best
+    validation score, fitted on the training cutoffs and stopped after `rounds` trees without
+    a gain."""
+    train = pd.concat(fr.train, ignore_index=True)
+    label = LABELS[target]
+    fitted = estimator(**{**model(**booster_kw())._xgb_params(), **params},
+                       early_stopping_rounds=rounds).fit(
+        train[cols].astype("float64"), train[label].astype(float),
+        eval_set=[(fr.validation[cols].astype("float64"), fr.validation[label].astype(float))],
+        verbose=False)
+    return fitted.best_iteration + 1
+
+
 def best_trees(fr: Frames, cols: list[str], rounds: int = EARLY_STOPPING_ROUNDS
                ) -> tuple[int, int]:
     """Trees (of TrainConfig's maximum) of the churn and purchases boosters at their best
     validation loss (XGBoost's metric of each objective: log loss, Tweedie negative
-    log-likelihood), fitted on the training cutoffs and stopped after `rounds` trees without
-    a gain."""
-    train = pd.concat(fr.train, ignore_index=True)
-    val = fr.validation
-    x, xv = train[cols].astype("float64"), val[cols].astype("float64")
-    best = []
-    for model, cls, label in ((ChurnClassifier, xgb.XGBClassifier, Target.CHURN),
-                              (PurchasesRegressor, xgb.XGBRegressor, Target.PURCHASES)):
-        params = model(**booster_kw())._xgb_params()
-        y, yv = (train[LABELS[label]].astype(float), val[LABELS[label]].astype(float))
-        m = cls(**params, early_stopping_rounds=rounds).fit(x, y, eval_set=[(xv, yv)],
-                                                             verbose=False)
-        best.append(m.best_iteration + 1)
-    return best[0], best[1]
+    log-likelihood)."""
+    return (_stopped_trees(fr, cols, ChurnClassifier, xgb.XGBClassifier, Target.CHURN, rounds),
+            _stopped_trees(fr, cols, PurchasesRegressor, xgb.XGBRegressor, Target.PURCHASES,
+                           rounds))
 
 
 def mae_trees(fr: Frames, cols: list[str], rounds: int = EARLY_STOPPING_ROUNDS) -> int:
     """Trees (of TrainConfig's maximum) of the purchases booster at its best validation MAE
-    (the graded metric, not its Tweedie likelihood), fitted on the training cutoffs and stopped
-    after `rounds` trees without a gain."""
-    train = pd.concat(fr.train, ignore_index=True)
-    params = {**PurchasesRegressor(**booster_kw())._xgb_params(), "eval_metric": "mae"}
-    m = xgb.XGBRegressor(**params, early_stopping_rounds=rounds).fit(
-        train[cols].astype("float64"), train[LABELS[Target.PURCHASES]].astype(float),
-        eval_set=[(fr.validation[cols].astype("float64"),
-                   fr.validation[LABELS[Target.PURCHASES]].astype(float))], verbose=False)
-    return m.best_iteration + 1
+    (the graded metric, not its Tweedie likelihood)."""
+    return _stopped_trees(fr, cols, PurchasesRegressor, xgb.XGBRegressor, Target.PURCHASES,
+                          rounds, eval_metric="mae")
 
 
 def pays(base: dict[str, float], new: dict[str, float]) -> bool:

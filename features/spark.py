@@ -22,7 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,16 +54,21 @@ RUNTIME_CONF: dict[str, str] = {
 LOCAL_CONF: dict[str, str] = {"spark.sql.execution.arrow.pyspark.fallback.enabled": "false"}
 _LOG_CONFIG = """\
 # Spark's own loggers configured at the root's level, so its start-up keeps that level quietly.
-rootLogger.level = error
+rootLogger.level = {level}
 rootLogger.appenderRef.stderr.ref = console
 appender.console.type = Console
 appender.console.name = console
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
+appender.console.layout.pattern = %d{{HH:mm:ss}} %p %c{{1}}: %m%n
 logger.spark.name = org.apache.spark
-logger.spark.level = error
+logger.spark.level = {level}
 """
+
+
+def log_config(level: str = "error") -> str:
+    """Spark's log4j2 settings at `level` (local sessions here; the Connect server script)."""
+    return _LOG_CONFIG.format(level=level)
 
 
 MEMORY_ENV = "SPARK_DRIVER_MEMORY"
@@ -179,7 +184,7 @@ def _jvm_scratch() -> Path:
     as the process and is removed when it exits; each session's warehouse is a subfolder."""
     if not _JVM_SCRATCH:
         folder = Path(tempfile.mkdtemp(prefix="retention-spark-"))
-        (folder / "log4j2.properties").write_text(_LOG_CONFIG)
+        (folder / "log4j2.properties").write_text(log_config())
         atexit.register(shutil.rmtree, folder, True)
         _JVM_SCRATCH.append(folder)
     return _JVM_SCRATCH[0]
@@ -455,8 +460,10 @@ def write_validation(result: SparkValidation, out_dir: Path) -> None:
     _write_one_file(result.quarantine.orderBy("row"), out_dir / "quarantine.parquet")
 
 
-def _write_one_file(frame: DataFrame, target: Path) -> int:
-    """Write `frame` as the single Parquet file `target` (replaced atomically); its rows."""
+def _write_one_file(frame: DataFrame, target: Path,
+                    place: Callable[[Path, Path], None] = os.replace) -> int:
+    """Write `frame` as one Parquet file, put in place as `target` by `place` (by default
+    replacing the file `target` atomically); its rows."""
     import pyarrow.parquet as pq
 
     target = target.resolve()  # a Spark Connect server resolves relative paths in its own cwd
@@ -465,7 +472,7 @@ def _write_one_file(frame: DataFrame, target: Path) -> int:
         frame.coalesce(1).write.mode("overwrite").parquet(str(staging / "out"))
         [written] = sorted((staging / "out").glob("part-*.parquet"))
         rows = pq.read_metadata(written).num_rows
-        os.replace(written, target)
+        place(written, target)
         return rows
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -489,7 +496,6 @@ def build(
     import datetime as dt
 
     import ibis
-    import pyarrow.parquet as pq
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -522,14 +528,7 @@ def build(
             expr = engine.feature_table(tables, as_of, horizon_days, lookback_days, tiers)
             frame = spark.sql(con.compile(expr)).drop(engine.PARTITION_KEY)
             part = engine.partition_dir(out_dir, as_of)
-            staging = Path(tempfile.mkdtemp(prefix=f".{part.name}.", dir=out_dir))
-            try:
-                frame.coalesce(1).write.mode("overwrite").parquet(str(staging / "out"))
-                [file] = sorted((staging / "out").glob("part-*.parquet"))
-                rows = pq.read_metadata(file).num_rows
-                engine.publish_file(file, part)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            rows = _write_one_file(frame, part, place=engine.publish_file)
             written[as_of] = part
             if on_done:
                 on_done(as_of, rows)
